@@ -1,0 +1,280 @@
+/*
+ * keel/panic.h - Go's defer / panic / recover for C, hardware faults included.
+ *
+ * The model in one paragraph. Code runs inside scopes (keel_call or the
+ * KEEL_SCOPE block). keel_defer() registers a cleanup on the innermost open
+ * scope of the calling thread; a scope runs its deferred calls last-in,
+ * first-out when it ends, normally or because a panic unwinds through it.
+ * keel_panic() starts a panic: the thread runs the deferred calls of every
+ * open scope, innermost first, on the panicking stack. A deferred call (or
+ * anything it calls) may stop the panic with keel_recover(); the scope that
+ * owns that deferred call then finishes its remaining deferred calls and
+ * control resumes after it: keel_call returns 1, or execution continues right
+ * after the KEEL_SCOPE block. A panic that no deferred call recovers prints a
+ * crash report and exits the process with status 2, as Go does.
+ *
+ * Hardware faults are panics too: a NULL (or near-NULL) dereference, an
+ * integer division by zero and a stack overflow raise ordinary panics in the
+ * faulting thread, with Go's messages, whenever that thread has a scope open.
+ * See docs/panic.md for what is and is not safe to recover.
+ *
+ * Thread-safety: every thread has its own scopes, deferred calls and panics.
+ * Nothing in this header is shared between threads except the crash hook and
+ * the signal handlers, which are process-wide.
+ */
+#ifndef KEEL_PANIC_H
+#define KEEL_PANIC_H
+
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <keel/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct keel_error;
+
+/* A panic in flight or recovered. Opaque: read it with the accessors below. */
+struct keel_panic;
+
+/* What raised a panic. */
+enum keel_panic_kind {
+	KEEL_PANIC_MESSAGE = 0,  /* keel_panic / keel_panicf */
+	KEEL_PANIC_ERROR,        /* keel_panic_error: carries a keel_error */
+	KEEL_PANIC_PAYLOAD,      /* keel_panic_payload: carries a typed value */
+	KEEL_PANIC_NIL_ARGUMENT, /* keel_panic(NULL) */
+	KEEL_PANIC_INDEX,        /* keel_index out of range */
+	KEEL_PANIC_OUT_OF_MEMORY, /* keel_malloc and friends */
+	KEEL_PANIC_NIL_DEREF,    /* SIGSEGV/SIGBUS below 64 KiB */
+	KEEL_PANIC_DIVIDE,       /* SIGFPE: integer divide by zero or overflow */
+	KEEL_PANIC_FLOAT,        /* SIGFPE: a trapping floating point error */
+	KEEL_PANIC_STACK_OVERFLOW, /* guard page hit, caught on the alt stack */
+	KEEL_PANIC_BAD_ADDRESS,  /* SIGSEGV/SIGBUS elsewhere, with panic-on-fault */
+};
+
+/* ------------------------------------------------------------------------
+ * Scopes
+ * ------------------------------------------------------------------------ */
+
+/*
+ * keel_call - runs fn(arg) in a new scope.
+ * Returns 0 when fn returned normally (its deferred calls have run), 1 when a
+ * panic raised inside was recovered by one of this scope's deferred calls.
+ * A panic that this scope's deferred calls do not recover keeps unwinding
+ * through the enclosing scopes; keel_call does not return then.
+ */
+KEEL_API int keel_call(void (*fn)(void *arg), void *arg);
+
+/*
+ * KEEL_SCOPE { ... } - the block form of a scope (GCC and Clang).
+ * The deferred calls registered inside run when the block is left in any
+ * way: by reaching its end, return, break, continue, goto, or a panic. When
+ * one of them recovers a panic, execution resumes right after the block.
+ *
+ * Internally the block is the body of a one-pass loop: break and continue
+ * leave the scope, not a loop around it. Locals declared outside the block
+ * and changed inside it have indeterminate values after a recovered panic
+ * unless they are volatile (C11 7.13.2.1); GCC's -Wclobbered points at them.
+ */
+#define KEEL_SCOPE KEEL__SCOPE_I(__COUNTER__)
+
+/*
+ * keel_defer - registers fn(arg) on the innermost open scope of the calling
+ * thread. Calls run last-in, first-out. Called with no scope open, it panics.
+ * A deferred call that registers another deferred call adds it to the scope
+ * it is running for, where it runs next.
+ */
+KEEL_API void keel_defer(void (*fn)(void *arg), void *arg);
+
+/* Ready-made deferred functions for the usual resources. */
+KEEL_API void keel_defer_fclose(void *file);         /* FILE *          */
+KEEL_API void keel_defer_close(void *fd);            /* (void *)(intptr_t)fd */
+KEEL_API void keel_defer_mutex_unlock(void *mutex);  /* pthread_mutex_t * */
+/* For memory, defer free itself: keel_defer(free, p). */
+
+/* ------------------------------------------------------------------------
+ * Panic and recover
+ * ------------------------------------------------------------------------ */
+
+/*
+ * keel_panic - starts a panic with a copy of msg as its message.
+ * keel_panic(NULL) panics with "panic called with nil argument".
+ */
+KEEL_API KEEL_NORETURN void keel_panic(const char *msg);
+KEEL_API KEEL_NORETURN void keel_panicf(const char *fmt, ...) KEEL_PRINTF(1, 2);
+
+/*
+ * keel_panic_error - panics with an error value; the panic owns err from now
+ * on (it is freed when the panic is done). The message is the error's text.
+ */
+KEEL_API KEEL_NORETURN void keel_panic_error(struct keel_error *err);
+
+/*
+ * keel_panic_payload - panics with a typed value. type is a tag compared with
+ * strcmp by keel_panic_payload_get (keep it a string literal); destroy, when
+ * not NULL, is called on payload once the panic is done. msg is the printable
+ * text (NULL: "panic: <type> value").
+ */
+KEEL_API KEEL_NORETURN void keel_panic_payload(const char *type, void *payload,
+					       void (*destroy)(void *),
+					       const char *msg);
+
+/*
+ * keel_recover - returns the current panic and stops it, or NULL.
+ *
+ * It returns the panic only while a deferred call that this panic is running
+ * is on the stack: inside that deferred function or in anything it calls
+ * (Go limits recover to the deferred function's own body; C cannot, because
+ * inlining decides what is a separate call, so keel allows the whole dynamic
+ * extent of the deferred call). It returns NULL when no panic is in flight,
+ * when the panic was already recovered, and inside a deferred call that runs
+ * because a nested scope ended normally.
+ *
+ * The returned panic stays valid until the scope that recovered it has ended
+ * (keel_call returned, or control left the KEEL_SCOPE block). Copy what you
+ * need to keep, for example with keel_error_from_panic().
+ */
+KEEL_API const struct keel_panic *keel_recover(void);
+
+/*
+ * keel_recover_error - a deferred function: if a panic can be recovered
+ * here, recovers it and stores keel_error_from_panic() of it in
+ * *(struct keel_error **)errp. The seed's safeDivide pattern:
+ *
+ *     struct keel_error *volatile err = NULL;
+ *     KEEL_SCOPE {
+ *             keel_defer(keel_recover_error, (void *)&err);
+ *             q = a / b;
+ *     }
+ */
+KEEL_API void keel_recover_error(void *errp);
+
+/* keel_panicking - 1 while a panic that is not yet recovered is in flight on
+ * this thread (even where keel_recover would return NULL), else 0. */
+KEEL_API int keel_panicking(void);
+
+/* ------------------------------------------------------------------------
+ * Reading a panic
+ * ------------------------------------------------------------------------ */
+
+/* The message: always a printable, NUL-terminated text, never NULL
+ * ("<nil>" for a NULL panic). */
+KEEL_API const char *keel_panic_message(const struct keel_panic *p);
+KEEL_API enum keel_panic_kind keel_panic_kind(const struct keel_panic *p);
+/* The kind's name: "message", "error", "nil-deref", "stack-overflow", ... */
+KEEL_API const char *keel_panic_kind_name(enum keel_panic_kind kind);
+/* 1 for what Go calls a runtime.Error: faults, index, nil argument, OOM. */
+KEEL_API int keel_panic_is_runtime(const struct keel_panic *p);
+/* The error carried by keel_panic_error, else NULL. */
+KEEL_API const struct keel_error *keel_panic_error_value(const struct keel_panic *p);
+/* The payload when p carries one tagged type, else NULL. */
+KEEL_API void *keel_panic_payload_get(const struct keel_panic *p, const char *type);
+
+/* Fault details; all 0 for a panic that is not a hardware fault. */
+struct keel_fault {
+	int signo;     /* SIGSEGV, SIGBUS, SIGFPE */
+	int code;      /* si_code */
+	void *addr;    /* si_addr: the faulting address */
+	void *pc;      /* the faulting instruction */
+};
+KEEL_API const struct keel_fault *keel_panic_fault(const struct keel_panic *p);
+
+/*
+ * Stacks. Capturing the stack at each panic costs a few microseconds, so it
+ * is off by default; a thread that wants panics with stacks (a worker pool,
+ * a request handler) turns it on. keel_panic_stack returns the number of
+ * captured return addresses (innermost first) and points *frames at them.
+ */
+KEEL_API int keel_panic_capture_stacks(int on); /* per thread; returns old */
+KEEL_API size_t keel_panic_stack(const struct keel_panic *p, void *const **frames);
+
+/*
+ * keel_panic_on_fault - per-thread switch, returns the old value. A SIGSEGV or
+ * SIGBUS at an address of 64 KiB or more is a sign of memory corruption, so,
+ * as in Go, it crashes the process by default. With the switch on it becomes
+ * a KEEL_PANIC_BAD_ADDRESS panic (Go's debug.SetPanicOnFault).
+ */
+KEEL_API int keel_panic_on_fault(int on);
+
+/* ------------------------------------------------------------------------
+ * Runtime checks
+ * ------------------------------------------------------------------------ */
+
+KEEL_API KEEL_NORETURN void keel__panic_index(int64_t i, int64_t len);
+
+/*
+ * keel_index - returns i when 0 <= i < len, else panics with
+ * "runtime error: index out of range [i] with length len"
+ * ("index out of range [i]" for a negative i, as in Go).
+ */
+static inline int64_t keel_index(int64_t i, int64_t len)
+{
+	if (KEEL_UNLIKELY(i < 0 || i >= len))
+		keel__panic_index(i, len);
+	return i;
+}
+
+/* ------------------------------------------------------------------------
+ * Process set-up and the crash report
+ * ------------------------------------------------------------------------ */
+
+/*
+ * keel_init - installs keel's fault handlers (SIGSEGV, SIGBUS, SIGFPE) and
+ * prepares the calling thread (alternate signal stack, stack bounds).
+ * Idempotent and thread-safe; the first scope of any thread calls it, so a
+ * program only needs it to get crash reports for faults that happen before
+ * its first scope. Returns 0 or a negative error code.
+ */
+KEEL_API int keel_init(void);
+
+/*
+ * keel_thread_prepare - sets up the calling thread for faults: an alternate
+ * signal stack sized from sysconf(_SC_SIGSTKSZ) (and large enough to run
+ * deferred calls after a stack overflow) and the thread's stack bounds. Done
+ * automatically at a thread's first scope; released at thread exit.
+ */
+KEEL_API int keel_thread_prepare(void);
+
+/*
+ * The crash hook runs after the crash report of an unrecovered panic has been
+ * written to stderr and before the process exits with status 2. It receives
+ * the panic and the report's file descriptor. It may run inside a signal
+ * handler, so it must use async-signal-safe calls only. One hook per process;
+ * NULL removes it.
+ */
+typedef void (*keel_crash_hook_fn)(const struct keel_panic *p, int fd, void *ud);
+KEEL_API void keel_crash_hook_set(keel_crash_hook_fn fn, void *ud);
+
+/* ------------------------------------------------------------------------
+ * Internals used by the macros above. Not part of the API.
+ * ------------------------------------------------------------------------ */
+
+struct keel__scope {
+	struct keel__scope *parent;
+	unsigned base;  /* first defer of this scope in the thread's defer stack */
+	unsigned depth; /* 1 for a thread's outermost scope */
+	int done;       /* set once the scope has ended */
+	struct keel_panic *dpanic; /* recover context when the scope opened */
+	jmp_buf env;    /* where a recovered panic resumes; not zeroed */
+};
+
+KEEL_API struct keel__scope *keel__scope_open(struct keel__scope *sc);
+KEEL_API void keel__scope_close(struct keel__scope *sc);
+
+#define KEEL__SCOPE_I(n) KEEL__SCOPE_N(n)
+#define KEEL__SCOPE_N(n)                                                        \
+	for (struct keel__scope keel__sc##n                                     \
+		     __attribute__((cleanup(keel__scope_close))),               \
+	     *volatile keel__once##n = keel__scope_open(&keel__sc##n);          \
+	     keel__once##n; keel__once##n = NULL)                               \
+		if (_setjmp(keel__sc##n.env) != 0) {                            \
+		} else
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KEEL_PANIC_H */

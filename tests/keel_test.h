@@ -1,0 +1,238 @@
+/*
+ * tests/keel_test.h - keel's test harness (one header, no dependencies).
+ *
+ * Each test file is one program; TEST(name) { ... } registers a case. As in
+ * libuv, every case runs in a child process of its own, so a crash, an abort
+ * or a sanitizer report fails that case and not the whole run. A case that
+ * does not end within KEEL_TEST_TIMEOUT seconds (default 120) fails.
+ *
+ *   ./test_panic              run every case
+ *   ./test_panic name...      run the named cases
+ *   KEEL_TEST_NOFORK=1        run in-process (for gdb)
+ *
+ * The last line is "N passed, N failed", which CTest and CI read.
+ *
+ * Helpers: CHECK(cond), CHECK_INT(a, op, b), CHECK_STR(a, b),
+ * CHECK_CONTAINS(haystack, needle), and keel_test_run_child() to run a
+ * function in a child and capture its stderr and exit status.
+ */
+#ifndef KEEL_TEST_H
+#define KEEL_TEST_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct keel_test_case {
+	const char *name;
+	void (*fn)(void);
+};
+
+#define KEEL_TEST_MAX 256
+static struct keel_test_case keel_test_cases[KEEL_TEST_MAX];
+static int keel_test_count;
+
+#define TEST(name)                                                            \
+	static void test_##name(void);                                        \
+	__attribute__((constructor)) static void test_register_##name(void)   \
+	{                                                                     \
+		if (keel_test_count < KEEL_TEST_MAX)                          \
+			keel_test_cases[keel_test_count++] =                  \
+				(struct keel_test_case){ #name, test_##name }; \
+	}                                                                     \
+	static void test_##name(void)
+
+#define KEEL_TEST_FAIL(...)                                                   \
+	do {                                                                  \
+		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);               \
+		fprintf(stderr, __VA_ARGS__);                                 \
+		fprintf(stderr, "\n");                                        \
+		fflush(stderr);                                               \
+		_exit(1);                                                     \
+	} while (0)
+
+#define CHECK(cond)                                                           \
+	do {                                                                  \
+		if (!(cond))                                                  \
+			KEEL_TEST_FAIL("CHECK(%s) failed", #cond);            \
+	} while (0)
+
+#define CHECK_INT(a, op, b)                                                   \
+	do {                                                                  \
+		long long keel_a_ = (long long)(a), keel_b_ = (long long)(b); \
+		if (!(keel_a_ op keel_b_))                                    \
+			KEEL_TEST_FAIL("CHECK_INT(%s %s %s) failed: %lld vs %lld", \
+				       #a, #op, #b, keel_a_, keel_b_);        \
+	} while (0)
+
+#define CHECK_STR(a, b)                                                       \
+	do {                                                                  \
+		const char *keel_a_ = (a), *keel_b_ = (b);                    \
+		if (keel_a_ == NULL || keel_b_ == NULL ||                     \
+		    strcmp(keel_a_, keel_b_) != 0)                            \
+			KEEL_TEST_FAIL("CHECK_STR(%s, %s) failed:\n  got:  \"%s\"\n  want: \"%s\"", \
+				       #a, #b, keel_a_ ? keel_a_ : "(null)",  \
+				       keel_b_ ? keel_b_ : "(null)");         \
+	} while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                           \
+	do {                                                                  \
+		const char *keel_h_ = (hay), *keel_n_ = (needle);             \
+		if (keel_h_ == NULL || strstr(keel_h_, keel_n_) == NULL)      \
+			KEEL_TEST_FAIL("CHECK_CONTAINS(%s, \"%s\") failed in:\n%s", \
+				       #hay, keel_n_, keel_h_ ? keel_h_ : "(null)"); \
+	} while (0)
+
+/* What a child run produced. */
+struct keel_child {
+	int status;     /* raw wait status */
+	int exited;     /* WIFEXITED */
+	int code;       /* WEXITSTATUS, or -1 */
+	int signo;      /* WTERMSIG, or 0 */
+	char out[65536]; /* stdout and stderr, NUL-terminated */
+};
+
+/* Runs fn(arg) in a child with stdout and stderr captured into c->out. The
+ * child exits 0 if fn returns. */
+static inline void keel_test_run_child(void (*fn)(void *), void *arg,
+				       struct keel_child *c)
+{
+	int fds[2];
+	pid_t pid;
+	size_t n = 0;
+
+	memset(c, 0, sizeof(*c));
+	if (pipe(fds) != 0)
+		KEEL_TEST_FAIL("pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		KEEL_TEST_FAIL("fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(fds[1], STDERR_FILENO);
+		close(fds[1]);
+		fn(arg);
+		fflush(NULL);
+		_exit(0);
+	}
+	close(fds[1]);
+	for (;;) {
+		ssize_t r = read(fds[0], c->out + n, sizeof(c->out) - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == sizeof(c->out) - 1)
+			break;
+	}
+	c->out[n] = '\0';
+	close(fds[0]);
+	while (waitpid(pid, &c->status, 0) < 0 && errno == EINTR)
+		;
+	c->exited = WIFEXITED(c->status);
+	c->code = c->exited ? WEXITSTATUS(c->status) : -1;
+	c->signo = WIFSIGNALED(c->status) ? WTERMSIG(c->status) : 0;
+}
+
+static inline double keel_test_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int keel_test_selected(const struct keel_test_case *t, int argc,
+			      char **argv)
+{
+	int i;
+
+	if (argc < 2)
+		return 1;
+	for (i = 1; i < argc; i++)
+		if (strcmp(argv[i], t->name) == 0)
+			return 1;
+	return 0;
+}
+
+static int keel_test_run_one(const struct keel_test_case *t)
+{
+	int status;
+	pid_t pid;
+	const char *tmo = getenv("KEEL_TEST_TIMEOUT");
+	unsigned timeout = tmo ? (unsigned)atoi(tmo) : 120;
+
+	if (getenv("KEEL_TEST_NOFORK")) {
+		t->fn();
+		return 0;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return 1;
+	}
+	if (pid == 0) {
+		alarm(timeout);
+		t->fn();
+		fflush(NULL);
+		_exit(0);
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFSIGNALED(status))
+		fprintf(stderr, "  killed by signal %d%s\n", WTERMSIG(status),
+			WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
+	else
+		fprintf(stderr, "  exit status %d\n", WEXITSTATUS(status));
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	int i, passed = 0, failed = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (i = 0; i < keel_test_count; i++) {
+		const struct keel_test_case *t = &keel_test_cases[i];
+		double t0;
+
+		if (!keel_test_selected(t, argc, argv))
+			continue;
+		t0 = keel_test_now();
+		if (keel_test_run_one(t) == 0) {
+			passed++;
+			printf("ok   %-40s %8.1f ms\n", t->name,
+			       (keel_test_now() - t0) * 1e3);
+		} else {
+			failed++;
+			printf("FAIL %s\n", t->name);
+		}
+	}
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 && passed > 0 ? 0 : 1;
+}
+
+/* Under ASan, let keel own SIGSEGV/SIGBUS/SIGFPE (docs/panic.md). */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allow_user_segv_handler=1:detect_leaks=1";
+}
+
+/* Fault sites in tests: opaque to the optimiser, invisible to UBSan. */
+#define KEEL_TEST_NO_SANITIZE                                                 \
+	__attribute__((noinline, no_sanitize("undefined")))
+
+#endif /* KEEL_TEST_H */
