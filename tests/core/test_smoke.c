@@ -1,3 +1,4 @@
+/* KEEL_TEST_LABELS: threads */
 #include <keel.h>
 #include "keel_test.h"
 
