@@ -202,11 +202,30 @@ static void report_thread(struct out *o)
 	out_str(o, "\" [running]:\n");
 }
 
+/* The frames of the panic machinery itself lead every report; like Go, which
+ * starts at panic(), the report starts at the public entry point (keel_panic,
+ * keel_index, ...) or, for a fault, at the faulting function. */
+static int is_machinery(const char *fn)
+{
+	static const char *const names[] = {
+		"keel__crash", "keel__fatal", "keel__panic_kind",
+		"keel__sigpanic", "keel__sigtramp", "panic_run",
+		"report_stack", "recovered", "on_fault",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(fn, names[i]) == 0)
+			return 1;
+	return 0;
+}
+
 #ifdef KEEL_HAVE_LIBBACKTRACE
 struct frame_ctx {
 	struct out *o;
 	uintptr_t pc;
 	int printed;
+	int *leading; /* still inside the leading machinery frames */
 };
 
 static int on_pcinfo(void *data, uintptr_t pc, const char *file, int line,
@@ -217,6 +236,11 @@ static int on_pcinfo(void *data, uintptr_t pc, const char *file, int line,
 	(void)pc;
 	if (fn == NULL)
 		return 0;
+	if (*c->leading && is_machinery(fn)) {
+		c->printed = 1;
+		return 0;
+	}
+	*c->leading = 0;
 	out_str(c->o, fn);
 	out_str(c->o, "()\n\t");
 	out_str(c->o, file != NULL ? file : "?");
@@ -237,13 +261,16 @@ static void on_syminfo(void *data, uintptr_t pc, const char *sym,
 	(void)symsize;
 	if (sym == NULL)
 		return;
+	c->printed = 1;
+	if (*c->leading && is_machinery(sym))
+		return;
+	*c->leading = 0;
 	out_str(c->o, sym);
 	out_str(c->o, "()\n\t+");
 	out_hex(c->o, pc - symval);
 	out_str(c->o, " pc=");
 	out_hex(c->o, c->pc);
 	out_str(c->o, "\n");
-	c->printed = 1;
 }
 
 static void on_bterror(void *data, const char *msg, int errnum)
@@ -257,12 +284,12 @@ static void on_bterror(void *data, const char *msg, int errnum)
 static void report_stack(struct out *o, int skip)
 {
 	void *frames[KEEL__MAX_FRAMES];
-	int n = backtrace(frames, KEEL__MAX_FRAMES), i;
+	int n = backtrace(frames, KEEL__MAX_FRAMES), i, leading = 1;
 
 	for (i = skip; i < n; i++) {
 		uintptr_t pc = (uintptr_t)frames[i];
 #ifdef KEEL_HAVE_LIBBACKTRACE
-		struct frame_ctx c = { o, pc, 0 };
+		struct frame_ctx c = { o, pc, 0, &leading };
 
 		if (bt_state != NULL) {
 			/* A return address is one past its call instruction. */
@@ -274,6 +301,7 @@ static void report_stack(struct out *o, int skip)
 		if (c.printed)
 			continue;
 #endif
+		leading = 0;
 		out_flush(o);
 		backtrace_symbols_fd(&frames[i], 1, o->fd);
 	}
