@@ -58,7 +58,7 @@ struct keel_error;
 KEEL_API struct keel_error *keel_error_new(int code, const char *fmt, ...)
 	KEEL_PRINTF(2, 3);
 KEEL_API struct keel_error *keel_error_newv(int code, const char *fmt,
-					    va_list ap);
+					    va_list ap) KEEL_PRINTF(2, 0);
 
 /*
  * keel_error_wrap - a new error that wraps cause (taking ownership of it; NULL

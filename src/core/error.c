@@ -40,17 +40,21 @@ const char *keel_strerror(int code)
 	return "unknown error";
 }
 
+KEEL_PRINTF(2, 0)
 static struct keel_error *error_alloc(int code, const char *fmt, va_list ap)
 {
 	va_list ap2;
 	struct keel_error *e;
 	int n;
 
-	va_copy(ap2, ap);
-	n = vsnprintf(NULL, 0, fmt, ap2);
-	va_end(ap2);
-	if (n < 0)
-		n = 0;
+	n = 0;
+	if (fmt != NULL) {
+		va_copy(ap2, ap);
+		n = vsnprintf(NULL, 0, fmt, ap2);
+		va_end(ap2);
+		if (n < 0)
+			n = 0;
+	}
 	e = malloc(sizeof(*e) + (size_t)n + 1);
 	if (e == NULL)
 		return &oom_error;
@@ -68,7 +72,7 @@ static struct keel_error *error_alloc(int code, const char *fmt, va_list ap)
 
 struct keel_error *keel_error_newv(int code, const char *fmt, va_list ap)
 {
-	return error_alloc(code, fmt != NULL ? fmt : "", ap);
+	return error_alloc(code, fmt, ap);
 }
 
 struct keel_error *keel_error_new(int code, const char *fmt, ...)

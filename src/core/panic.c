@@ -89,6 +89,7 @@ static void record_set_msg(struct keel_panic *p, const char *msg)
 	p->inline_msg[n] = '\0';
 }
 
+KEEL_PRINTF(2, 0)
 static void record_vformat(struct keel_panic *p, const char *fmt, va_list ap)
 {
 	va_list ap2;
