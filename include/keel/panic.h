@@ -75,9 +75,15 @@ KEEL_API int keel_call(void (*fn)(void *arg), void *arg);
  * one of them recovers a panic, execution resumes right after the block.
  *
  * Internally the block is the body of a one-pass loop: break and continue
- * leave the scope, not a loop around it. Locals declared outside the block
- * and changed inside it have indeterminate values after a recovered panic
- * unless they are volatile (C11 7.13.2.1); GCC's -Wclobbered points at them.
+ * leave the scope, not a loop around it.
+ *
+ * The block starts with a setjmp, so C11 7.13.2.1 applies: a local of the
+ * enclosing function that is changed after the block starts, and read after
+ * a recovered panic, must be volatile. That includes a local that a deferred
+ * call changes through a pointer (keel_defer(fn, &local)): Clang at -O2
+ * really does read the old value there, and no compiler warns about it
+ * (GCC's -Wclobbered sees only direct assignments). keel_call has no such
+ * rule: its function's locals are gone when it returns.
  */
 #define KEEL_SCOPE KEEL__SCOPE_I(__COUNTER__)
 
