@@ -228,7 +228,7 @@ int main(int argc, char **argv)
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
-	return "allow_user_segv_handler=1:detect_leaks=1";
+	return "allow_user_segv_handler=1:detect_leaks=1:allocator_may_return_null=1";
 }
 
 /* Fault sites in tests: opaque to the optimiser, invisible to UBSan. */

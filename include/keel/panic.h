@@ -170,7 +170,8 @@ KEEL_API int keel_panicking(void);
  * ("<nil>" for a NULL panic). */
 KEEL_API const char *keel_panic_message(const struct keel_panic *p);
 KEEL_API enum keel_panic_kind keel_panic_kind(const struct keel_panic *p);
-/* The kind's name: "message", "error", "nil-deref", "stack-overflow", ... */
+/* The kind's name: "message", "error", "nil-dereference", "divide-by-zero",
+ * "stack-overflow", ... (a static string; "unknown" for a bad value). */
 KEEL_API const char *keel_panic_kind_name(enum keel_panic_kind kind);
 /* 1 for what Go calls a runtime.Error: faults, index, nil argument, OOM. */
 KEEL_API int keel_panic_is_runtime(const struct keel_panic *p);

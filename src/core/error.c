@@ -177,6 +177,21 @@ void *keel_error_fault_addr(const struct keel_error *e)
 	return e != NULL ? e->fault_addr : NULL;
 }
 
+/* Appends s at offset len of buf (capacity n), truncating like snprintf and
+ * keeping buf NUL-terminated; returns the length the full text needs. */
+static size_t append(char *buf, size_t n, size_t len, const char *s)
+{
+	size_t k = strlen(s);
+
+	if (len + 1 < n) {
+		size_t room = n - len - 1, c = k < room ? k : room;
+
+		memcpy(buf + len, s, c);
+		buf[len + c] = '\0';
+	}
+	return len + k;
+}
+
 size_t keel_error_format(const struct keel_error *e, char *buf, size_t n)
 {
 	size_t len = 0;
@@ -184,20 +199,9 @@ size_t keel_error_format(const struct keel_error *e, char *buf, size_t n)
 	if (n > 0)
 		buf[0] = '\0';
 	for (; e != NULL; e = e->cause) {
-		const char *m = keel_error_message(e);
-		size_t k = strlen(m);
-
-		if (len > 0) {
-			if (len + 2 < n)
-				memcpy(buf + len, ": ", 3);
-			len += 2;
-		}
-		if (len < n) {
-			size_t room = n - len - 1;
-			memcpy(buf + len, m, k < room ? k : room);
-			buf[len + (k < room ? k : room)] = '\0';
-		}
-		len += k;
+		if (len > 0)
+			len = append(buf, n, len, ": ");
+		len = append(buf, n, len, keel_error_message(e));
 	}
 	return len;
 }
