@@ -1,4 +1,3 @@
-/* KEEL_TEST_LABELS: threads */
 /*
  * tests/core/test_defer.c - rule 1: deferred calls run last-in, first-out
  * when a scope ends, normally or while a panic unwinds through it, and the
