@@ -152,6 +152,8 @@ static const char *signal_name(int sig, const char **what)
 	}
 }
 
+static void report_signal(struct out *o, const struct keel_panic *newest);
+
 static void report_panics(struct out *o, struct keel__thread *t,
 			  const struct keel_panic *newest)
 {
@@ -172,6 +174,11 @@ static void report_panics(struct out *o, struct keel__thread *t,
 			out_str(o, " [recovered]");
 		out_str(o, "\n");
 	}
+	report_signal(o, newest);
+}
+
+static void report_signal(struct out *o, const struct keel_panic *newest)
+{
 	if (newest->fault.signo != 0) {
 		const char *what, *name = signal_name(newest->fault.signo, &what);
 
@@ -341,7 +348,16 @@ void keel__crash(struct keel__thread *t, const struct keel_panic *newest,
 	}
 	o.fd = STDERR_FILENO;
 	o.n = 0;
-	report_panics(&o, t, newest);
+	if (newest->kind == KEEL_PANIC_BAD_ADDRESS && in_handler) {
+		/* Not a panic: memory is corrupt (see keel_panic_on_fault).
+		 * Go words it the same way. */
+		out_str(&o, "unexpected fault address ");
+		out_hex(&o, (uintptr_t)newest->fault.addr);
+		out_str(&o, "\nfatal error: fault\n");
+		report_signal(&o, newest);
+	} else {
+		report_panics(&o, t, newest);
+	}
 	report_thread(&o);
 	report_stack(&o, 1);
 	out_flush(&o);

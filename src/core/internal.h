@@ -56,8 +56,9 @@ struct keel__thread {
 	int in_crash;
 
 	/* Fault machinery. */
-	void *altstack;               /* mapping, guard page first */
-	size_t altsize;               /* usable size above the guard page */
+	char *altstack;               /* usable alternate stack ... */
+	size_t altsize;               /* ... and its size; a guard page below */
+	size_t altguard;              /* size of that guard page */
 	uintptr_t stack_lo, stack_hi; /* this thread's stack */
 	struct keel_fault fault;      /* handed from the handler to sigpanic */
 	enum keel_panic_kind fault_kind;

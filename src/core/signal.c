@@ -42,8 +42,14 @@ static int is_overflow(const struct keel__thread *t, uintptr_t addr,
 		       uintptr_t sp)
 {
 	const uintptr_t below = (uintptr_t)1 << 20, above = 16 * 1024;
+	uintptr_t alt = (uintptr_t)t->altstack;
 
 	if (t->stack_lo == 0)
+		return 0;
+	/* A fault in a deferred call that runs on the alternate stack (after
+	 * an overflow, or on the generic path) is not an overflow, although
+	 * the kernel often maps that stack right below the thread's own. */
+	if (alt != 0 && sp + t->altguard >= alt && sp < alt + t->altsize)
 		return 0;
 	if (addr + below >= t->stack_lo && addr < t->stack_lo + above)
 		return 1;
@@ -106,8 +112,7 @@ static void redirect(struct keel__thread *t, ucontext_t *uc,
 		cfa = sp + 8;
 	}
 	if (kind == KEEL_PANIC_STACK_OVERFLOW)
-		nsp = (uintptr_t)t->altstack +
-		      (size_t)sysconf(_SC_PAGESIZE) + t->altsize;
+		nsp = (uintptr_t)t->altstack + t->altsize;
 	else
 		nsp = sp - 128; /* keep the red zone of the faulting frame */
 	nsp = (nsp & ~(uintptr_t)15) - 16;

@@ -79,8 +79,9 @@ static int altstack_setup(struct keel__thread *t)
 		munmap(map, size + page);
 		return err;
 	}
-	t->altstack = map;
+	t->altstack = map + page;
 	t->altsize = size;
+	t->altguard = page;
 	return 0;
 }
 
@@ -106,12 +107,11 @@ static void thread_release(void *arg)
 
 	if (t->altstack) {
 		stack_t ss;
-		size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
 		memset(&ss, 0, sizeof(ss));
 		ss.ss_flags = SS_DISABLE;
 		sigaltstack(&ss, NULL);
-		munmap(t->altstack, t->altsize + page);
+		munmap(t->altstack - t->altguard, t->altsize + t->altguard);
 	}
 	while ((p = t->free) != NULL) {
 		t->free = p->link;
