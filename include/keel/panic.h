@@ -93,7 +93,9 @@ KEEL_API int keel_call(void (*fn)(void *arg), void *arg);
  * A deferred call that registers another deferred call adds it to the scope
  * it is running for, where it runs next.
  */
-KEEL_API void keel_defer(void (*fn)(void *arg), void *arg);
+KEEL_API void (keel_defer)(void (*fn)(void *arg), void *arg);
+/* (A function-like macro below makes direct calls inline; &keel_defer and
+ * (keel_defer)(fn, arg) reach the exported function.) */
 
 /* Ready-made deferred functions for the usual resources. */
 KEEL_API void keel_defer_fclose(void *file);         /* FILE *          */
@@ -259,25 +261,114 @@ KEEL_API void keel_crash_hook_set(keel_crash_hook_fn fn, void *ud);
  * Internals used by the macros above. Not part of the API.
  * ------------------------------------------------------------------------ */
 
+/*
+ * How a scope saves the point a recovered panic resumes at. By default the
+ * compiler's own __builtin_setjmp (GCC and Clang share its buffer format):
+ * it saves three words inline, where glibc's _setjmp is a call that also
+ * mangles pointers, about 4 ns more per scope. Under ASan or TSan, whose
+ * runtimes must see every jump, and when the program defines
+ * KEEL_USE_LIBC_SETJMP, scopes use _setjmp/longjmp (which _FORTIFY_SOURCE
+ * turns into __longjmp_chk). Each scope records which one it used, so code
+ * built either way can be mixed.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KEEL__LIBC_JMP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KEEL__LIBC_JMP 1
+#endif
+#endif
+#if defined(KEEL_USE_LIBC_SETJMP) && !defined(KEEL__LIBC_JMP)
+#define KEEL__LIBC_JMP 1
+#endif
+
 struct keel__scope {
 	struct keel__scope *parent;
 	unsigned base;  /* first defer of this scope in the thread's defer stack */
 	unsigned depth; /* 1 for a thread's outermost scope */
 	int done;       /* set once the scope has ended */
+	int libc_jmp;   /* env.libc (_setjmp) rather than env.fast */
 	struct keel_panic *dpanic; /* recover context when the scope opened */
-	jmp_buf env;    /* where a recovered panic resumes; not zeroed */
+	union {
+		void *fast[5];  /* __builtin_setjmp */
+		jmp_buf libc;   /* _setjmp; never zeroed */
+	} env;
 };
 
-KEEL_API struct keel__scope *keel__scope_open(struct keel__scope *sc);
+KEEL_API struct keel__scope *keel__scope_open(struct keel__scope *sc,
+					       int libc_jmp);
 KEEL_API void keel__scope_close(struct keel__scope *sc);
+KEEL_API void keel__defer_slow(void (*fn)(void *), void *arg);
+
+/*
+ * The start of each thread's keel state, read by the inline fast paths
+ * below (as Go open-codes its defers, keel_defer and a scope's opening cost
+ * no call into the library). The library's per-thread struct begins with
+ * exactly these fields. The pointer is initial-exec TLS: one load from %fs.
+ */
+struct keel__defer {
+	void (*fn)(void *);
+	void *arg;
+};
+struct keel__hot {
+	struct keel__scope *top;    /* innermost open scope */
+	struct keel__defer *defers; /* the thread's defer stack */
+	unsigned ndefers, capdefers;
+	struct keel_panic *dpanic;  /* panic whose deferred call is running */
+};
+KEEL_API extern __thread struct keel__hot *keel__tls
+	__attribute__((tls_model("initial-exec")));
+
+static inline void keel__defer_inline(void (*fn)(void *), void *arg)
+{
+	struct keel__hot *h = keel__tls;
+
+	if (KEEL_UNLIKELY(h == NULL || h->ndefers >= h->capdefers ||
+			  h->top == NULL)) {
+		keel__defer_slow(fn, arg);
+		return;
+	}
+	h->defers[h->ndefers].fn = fn;
+	h->defers[h->ndefers].arg = arg;
+	h->ndefers++;
+}
+#define keel_defer(fn, arg) keel__defer_inline((fn), (arg))
+
+static inline struct keel__scope *keel__scope_open_inline(struct keel__scope *sc,
+							  int libc_jmp)
+{
+	struct keel__hot *h = keel__tls;
+	struct keel__scope *top;
+
+	if (KEEL_UNLIKELY(h == NULL))
+		return keel__scope_open(sc, libc_jmp);
+	top = h->top;
+	sc->parent = top;
+	sc->base = h->ndefers;
+	sc->depth = top != NULL ? top->depth + 1 : 1;
+	sc->done = 0;
+	sc->libc_jmp = libc_jmp;
+	sc->dpanic = h->dpanic;
+	h->top = sc;
+	return sc;
+}
+
+#ifdef KEEL__LIBC_JMP
+#define KEEL__JMP_LIBC 1
+#define KEEL__SETJMP(sc) _setjmp((sc).env.libc)
+#else
+#define KEEL__JMP_LIBC 0
+#define KEEL__SETJMP(sc) __builtin_setjmp((sc).env.fast)
+#endif
 
 #define KEEL__SCOPE_I(n) KEEL__SCOPE_N(n)
 #define KEEL__SCOPE_N(n)                                                        \
 	for (struct keel__scope keel__sc##n                                     \
 		     __attribute__((cleanup(keel__scope_close))),               \
-	     *volatile keel__once##n = keel__scope_open(&keel__sc##n);          \
+	     *volatile keel__once##n =                                          \
+		     keel__scope_open_inline(&keel__sc##n, KEEL__JMP_LIBC);     \
 	     keel__once##n; keel__once##n = NULL)                               \
-		if (_setjmp(keel__sc##n.env) != 0) {                            \
+		if (KEEL__SETJMP(keel__sc##n) != 0) {                           \
 		} else
 
 #ifdef __cplusplus

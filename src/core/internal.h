@@ -15,6 +15,17 @@
 
 #define KEEL__HIDDEN __attribute__((visibility("hidden")))
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEL__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KEEL__ASAN 1
+#endif
+#endif
+#ifdef KEEL__ASAN
+void __asan_handle_no_return(void);
+#endif
+
 /* Go's limit for a nil dereference: Linux's default vm.mmap_min_addr. */
 #define KEEL__NIL_LIMIT ((uintptr_t)64 * 1024)
 #define KEEL__MSG_INLINE 128
@@ -38,18 +49,15 @@ struct keel_panic {
 	char inline_msg[KEEL__MSG_INLINE];
 };
 
-struct keel__defer {
-	void (*fn)(void *);
-	void *arg;
-};
-
 struct keel__thread {
+	/* First, the fields of struct keel__hot (keel/panic.h), in its order:
+	 * the header's inline fast paths read them. */
 	struct keel__scope *top;      /* innermost open scope */
 	struct keel__defer *defers;   /* this thread's defer stack */
 	unsigned ndefers, capdefers;
+	struct keel_panic *dpanic;    /* panic whose deferred call is running */
 	struct keel_panic *panic;     /* newest panic in flight */
 	struct keel_panic *pending;   /* recovered, freed when their scope ends */
-	struct keel_panic *dpanic;    /* panic whose deferred call is running */
 	struct keel_panic *free;      /* record pool */
 	int capture_stacks;
 	int panic_on_fault;
@@ -67,12 +75,25 @@ struct keel__thread {
 
 /* thread.c */
 KEEL__HIDDEN struct keel__thread *keel__self_slow(void);
-extern __thread struct keel__thread *keel__self_tls
-	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+#define KEEL__HOT_FIELD(f)                                                    \
+	_Static_assert(offsetof(struct keel__thread, f) ==                    \
+			       offsetof(struct keel__hot, f),                 \
+		       "struct keel__thread must start like struct keel__hot")
+KEEL__HOT_FIELD(top);
+KEEL__HOT_FIELD(defers);
+KEEL__HOT_FIELD(ndefers);
+KEEL__HOT_FIELD(capdefers);
+KEEL__HOT_FIELD(dpanic);
+
+/* The calling thread's state, or NULL before its first scope. */
+static inline struct keel__thread *keel__cur(void)
+{
+	return (struct keel__thread *)(void *)keel__tls;
+}
 
 static inline struct keel__thread *keel__self(void)
 {
-	struct keel__thread *t = keel__self_tls;
+	struct keel__thread *t = keel__cur();
 	return KEEL_LIKELY(t != NULL) ? t : keel__self_slow();
 }
 

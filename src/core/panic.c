@@ -129,17 +129,23 @@ static void release_pending(struct keel__thread *t, unsigned depth)
  * Scopes and defer
  * ------------------------------------------------------------------------ */
 
-struct keel__scope *keel__scope_open(struct keel__scope *sc)
+static inline void scope_open(struct keel__thread *t, struct keel__scope *sc,
+			      int libc_jmp)
 {
-	struct keel__thread *t = keel__self();
 	struct keel__scope *top = t->top;
 
 	sc->parent = top;
 	sc->base = t->ndefers;
 	sc->depth = top != NULL ? top->depth + 1 : 1;
 	sc->done = 0;
+	sc->libc_jmp = libc_jmp;
 	sc->dpanic = t->dpanic;
 	t->top = sc;
+}
+
+struct keel__scope *keel__scope_open(struct keel__scope *sc, int libc_jmp)
+{
+	scope_open(keel__self(), sc, libc_jmp);
 	return sc;
 }
 
@@ -151,31 +157,45 @@ static inline void run_defer(struct keel__thread *t, struct keel_panic *as)
 	d.fn(d.arg);
 }
 
-void keel__scope_close(struct keel__scope *sc)
+static KEEL_COLD KEEL_NORETURN void scope_misuse(void)
 {
-	struct keel__thread *t;
+	keel__fatal("keel: scope closed out of order (a longjmp or goto "
+		    "jumped over a scope?)");
+}
 
-	if (sc->done)
-		return; /* ended already: a recovered panic landed here */
-	t = keel__self_tls;
+/* The normal end of a scope. Deferred calls that run because a scope ended
+ * normally cannot recover, even while an outer panic's deferred call is
+ * running. */
+static inline void scope_close(struct keel__thread *t, struct keel__scope *sc)
+{
 	if (KEEL_UNLIKELY(t == NULL || t->top != sc))
-		keel__fatal("keel: scope closed out of order (a longjmp or goto "
-			    "jumped over a scope?)");
-	/* Deferred calls that run because a scope ended normally cannot
-	 * recover, even while an outer panic's deferred call is running. */
+		scope_misuse();
 	while (t->ndefers > sc->base)
 		run_defer(t, NULL);
 	t->dpanic = sc->dpanic;
 	t->top = sc->parent;
+}
+
+void keel__scope_close(struct keel__scope *sc)
+{
+	if (sc->done)
+		return; /* ended already: a recovered panic landed here */
+	scope_close(keel__cur(), sc);
 	sc->done = 1;
 }
 
-static KEEL_COLD void defer_grow(struct keel__thread *t,
-				 void (*fn)(void *), void *arg)
+void keel__defer_slow(void (*fn)(void *), void *arg)
 {
-	unsigned cap = t->capdefers ? t->capdefers * 2 : 32;
-	struct keel__defer *d = realloc(t->defers, cap * sizeof(*d));
+	struct keel__thread *t = keel__self();
+	struct keel__defer *d;
+	unsigned cap;
 
+	if (t->top == NULL)
+		keel_panic("keel_defer called with no scope open");
+	if (t->ndefers < t->capdefers)
+		goto push;
+	cap = t->capdefers ? t->capdefers * 2 : 32;
+	d = realloc(t->defers, cap * sizeof(*d));
 	if (d == NULL) {
 		/* The panic below skips the rest of the scope, so running the
 		 * cleanup now is what the scope's end would have done. */
@@ -185,16 +205,23 @@ static KEEL_COLD void defer_grow(struct keel__thread *t,
 	}
 	t->defers = d;
 	t->capdefers = cap;
+push:
+	t->defers[t->ndefers].fn = fn;
+	t->defers[t->ndefers].arg = arg;
+	t->ndefers++;
 }
 
-void keel_defer(void (*fn)(void *), void *arg)
+void (keel_defer)(void (*fn)(void *), void *arg)
 {
-	struct keel__thread *t = keel__self();
+	struct keel__thread *t = keel__cur();
 
-	if (KEEL_UNLIKELY(t->top == NULL))
-		keel_panic("keel_defer called with no scope open");
-	if (KEEL_UNLIKELY(t->ndefers == t->capdefers))
-		defer_grow(t, fn, arg);
+	/* One test covers the cold cases: a thread without state, no scope
+	 * open (then ndefers == capdefers == 0 or top is NULL), a full array. */
+	if (KEEL_UNLIKELY(t == NULL || t->ndefers >= t->capdefers ||
+			  t->top == NULL)) {
+		keel__defer_slow(fn, arg);
+		return;
+	}
 	t->defers[t->ndefers].fn = fn;
 	t->defers[t->ndefers].arg = arg;
 	t->ndefers++;
@@ -202,13 +229,14 @@ void keel_defer(void (*fn)(void *), void *arg)
 
 int keel_call(void (*fn)(void *), void *arg)
 {
+	struct keel__thread *t = keel__self();
 	struct keel__scope sc;
 
-	keel__scope_open(&sc);
-	if (_setjmp(sc.env) != 0)
+	scope_open(t, &sc, KEEL__JMP_LIBC);
+	if (KEEL__SETJMP(sc) != 0)
 		return 1;
 	fn(arg);
-	keel__scope_close(&sc);
+	scope_close(t, &sc);
 	return 0;
 }
 
@@ -249,7 +277,12 @@ static KEEL_NORETURN void recovered(struct keel__thread *t,
 	t->top = s->parent;
 	s->done = 1;
 	release_pending(t, s->depth);
-	longjmp(s->env, 1);
+	if (s->libc_jmp)
+		longjmp(s->env.libc, 1);
+#ifdef KEEL__ASAN
+	__asan_handle_no_return(); /* the jump ASan cannot see */
+#endif
+	__builtin_longjmp(s->env.fast, 1);
 }
 
 static KEEL_NORETURN void panic_run(struct keel__thread *t,
@@ -392,7 +425,7 @@ const char *keel__fault_message(enum keel_panic_kind kind, int signo, int code)
  * signal mask already restored by sigreturn. */
 void keel__sigpanic(void)
 {
-	struct keel__thread *t = keel__self_tls;
+	struct keel__thread *t = keel__cur();
 	struct keel_panic *p = record_get(t);
 
 	p->kind = t->fault_kind;
@@ -408,7 +441,7 @@ void keel__sigpanic(void)
 
 const struct keel_panic *keel_recover(void)
 {
-	struct keel__thread *t = keel__self_tls;
+	struct keel__thread *t = keel__cur();
 	struct keel_panic *p;
 
 	if (t == NULL)
@@ -422,7 +455,7 @@ const struct keel_panic *keel_recover(void)
 
 int keel_panicking(void)
 {
-	struct keel__thread *t = keel__self_tls;
+	struct keel__thread *t = keel__cur();
 	const struct keel_panic *p;
 
 	if (t == NULL)

@@ -125,7 +125,7 @@ static void redirect(struct keel__thread *t, ucontext_t *uc,
 
 static void on_fault(int sig, siginfo_t *si, void *ctx)
 {
-	struct keel__thread *t = keel__self_tls;
+	struct keel__thread *t = keel__cur();
 	ucontext_t *uc = ctx;
 	enum keel_panic_kind kind;
 	int saved_errno = errno;

@@ -19,7 +19,7 @@
 
 #include "internal.h"
 
-__thread struct keel__thread *keel__self_tls
+__thread struct keel__hot *keel__tls
 	__attribute__((tls_model("initial-exec")));
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -119,7 +119,7 @@ static void thread_release(void *arg)
 	}
 	free(t->defers);
 	free(t);
-	keel__self_tls = NULL;
+	keel__tls = NULL;
 }
 
 struct keel__thread *keel__self_slow(void)
@@ -135,7 +135,7 @@ struct keel__thread *keel__self_slow(void)
 	/* Without an alternate stack faults still work; only a stack
 	 * overflow cannot be caught. Not worth failing the thread for. */
 	(void)altstack_setup(t);
-	keel__self_tls = t;
+	keel__tls = (struct keel__hot *)(void *)t;
 	pthread_setspecific(thread_key, t);
 	return t;
 }

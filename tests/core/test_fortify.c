@@ -11,8 +11,15 @@
  * mmap put the two). The default build compiles libkeel and this file with
  * -D_FORTIFY_SOURCE=2 -O2; sanitizer and Debug builds do not, and then this
  * file only says so and runs the same cases on plain longjmp.
+ *
+ * keel's scopes use __builtin_setjmp by default, which no fortify check
+ * sees; a program that defines KEEL_USE_LIBC_SETJMP gets _setjmp/longjmp
+ * scopes, and this file does, so every recovery here goes through
+ * __longjmp_chk. guard() therefore uses the block form: keel_call's own
+ * scope is built into the library with the default.
  */
 #define _GNU_SOURCE
+#define KEEL_USE_LIBC_SETJMP 1
 #include <keel.h>
 #include "keel_test.h"
 
@@ -86,9 +93,14 @@ static void guarded_body(void *arg)
 static int guard(void (*fn)(void *), struct caught *c)
 {
 	struct guarded g = { fn, c };
+	volatile int landed = 1;
 
 	memset(c, 0, sizeof(*c));
-	return keel_call(guarded_body, &g);
+	KEEL_SCOPE {
+		guarded_body(&g);
+		landed = 0;
+	}
+	return landed;
 }
 
 /* ------------------------------------------------------------------------

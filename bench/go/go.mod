@@ -1,0 +1,3 @@
+module keel/bench
+
+go 1.19

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# bench/run.sh - builds keel's panic benchmark and its Go twin, runs both and
+# prints one table: case, keel ns/op, Go ns/op, keel/Go and the target.
+#
+#   bench/run.sh                    (what `make bench` runs)
+#
+# Environment:
+#   KEEL_BENCH_RUN_MS   length of one timed run of a case (default 150)
+#   KEEL_BENCH_BUILD    build folder (default build-bench)
+#   GO                  the go command (default /usr/lib/go-1.19/bin/go)
+#   CC                  the C compiler, as for any CMake build
+#
+# The table also goes to bench/results/panic-<date>.txt. Targets are
+# reported, never enforced: the exit status is 0 whenever both benchmarks
+# ran, whatever the numbers.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${KEEL_BENCH_BUILD:-$root/build-bench}
+case "$build" in /*) ;; *) build=$root/$build ;; esac
+gobuild=$build/go
+
+# --- Go ----------------------------------------------------------------------
+go=${GO:-}
+if [[ -z "$go" ]]; then
+	if [[ -x /usr/lib/go-1.19/bin/go ]]; then
+		go=/usr/lib/go-1.19/bin/go
+	else
+		go=$(command -v go || true)
+	fi
+fi
+if [[ -z "$go" || ! -x "$go" ]]; then
+	echo "bench: Go is not installed${GO:+ (GO=$GO is not an executable)}; the benchmark compares keel with Go." >&2
+	echo "bench: install it with: scripts/deps.sh bench   (Debian package golang-1.19-go)" >&2
+	exit 2
+fi
+
+# Everything Go writes stays in the build folder, and nothing is fetched.
+gorun() {
+	env -u GOTOOLCHAIN -u GOFLAGS \
+		GOCACHE="$gobuild/cache" GOPATH="$gobuild/path" \
+		GOENV=off GOPROXY=off GO111MODULE=on "$go" "$@"
+}
+
+# --- build -------------------------------------------------------------------
+mkdir -p "$build" "$gobuild"
+log=$build/bench-build.log
+echo "bench: building in $build (log: $log)"
+if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
+       cmake --build "$build" --target bench_panic -j "$(nproc)"; } >"$log" 2>&1; then
+	tail -n 30 "$log" >&2
+	echo "bench: building bench_panic failed (see $log)" >&2
+	exit 1
+fi
+if ! (cd "$root/bench/go" && gorun build -o "$gobuild/panicbench" ./panicbench) >>"$log" 2>&1; then
+	tail -n 30 "$log" >&2
+	echo "bench: building the Go benchmark failed (see $log)" >&2
+	exit 1
+fi
+
+# --- machine -----------------------------------------------------------------
+cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
+cc_version=$("${cc:-cc}" --version 2>/dev/null | head -n 1)
+go_version=$(gorun version)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+libc=$(ldd --version 2>/dev/null | head -n 1 || true)
+stamp=$(date '+%Y-%m-%d %H:%M:%S %Z')
+
+# --- run ---------------------------------------------------------------------
+# Case by case, keel then Go, so that both sides of a ratio see the machine
+# in the same state.
+cases=(scope_defer panic_recover panic_recover_deep10 nil_deref div_zero
+       scope_defer_block)
+echo "bench: running each case with keel (bench_panic), then Go (panicbench)"
+keel_out=
+go_out=
+for c in "${cases[@]}"; do
+	if ! line=$("$build/bench/bench_panic" "$c") || [[ -z $line ]]; then
+		echo "bench: bench_panic $c failed" >&2
+		exit 1
+	fi
+	keel_out+=$line$'\n'
+	[[ $c == scope_defer_block ]] && continue # no Go twin
+	if ! line=$("$gobuild/panicbench" "$c") || [[ -z $line ]]; then
+		echo "bench: panicbench $c (Go) failed" >&2
+		exit 1
+	fi
+	go_out+=$line$'\n'
+done
+
+table() {
+	echo "keel panic benchmark, $stamp"
+	echo "machine:  $(nproc) CPUs, ${cpu:-$(uname -m)}, Linux $(uname -r)"
+	echo "C:        $cc_version (CMAKE_BUILD_TYPE=Release), ${libc:-libc unknown}"
+	echo "Go:       $go_version"
+	echo "method:   ns/op, best of 5 timed runs after a calibration run; each case keel, then Go"
+	echo
+	awk -v keel="$keel_out" -v golang="$go_out" '
+	BEGIN {
+		n = split(keel, lines, "\n")
+		for (i = 1; i <= n; i++) {
+			split(lines[i], f, " ")
+			if (f[1] == "")
+				continue
+			order[++cases] = f[1]
+			k[f[1]] = f[2]
+		}
+		n = split(golang, lines, "\n")
+		for (i = 1; i <= n; i++) {
+			split(lines[i], f, " ")
+			if (f[1] != "")
+				g[f[1]] = f[2]
+		}
+		# kind: "ns" limits keel ns/op, "ratio" limits keel/Go.
+		kind["scope_defer"] = "ns";          lim["scope_defer"] = 8
+		# The block form is the same work (a scope, one deferred call);
+		# the Go twin of both is one function with one defer.
+		kind["scope_defer_block"] = "ns";    lim["scope_defer_block"] = 8
+		if ("scope_defer" in g)
+			g["scope_defer_block"] = g["scope_defer"]
+		kind["panic_recover"] = "ns";        lim["panic_recover"] = 50
+		kind["panic_recover_deep10"] = "ns"; lim["panic_recover_deep10"] = 100
+		kind["nil_deref"] = "ratio";         lim["nil_deref"] = 1.0
+
+		fmt = "%-22s %12s %12s %9s  %-18s %s\n"
+		printf fmt, "case", "keel ns/op", "Go ns/op", "keel/Go", "target", "result"
+		for (i = 1; i <= cases; i++) {
+			c = order[i]
+			gv = (c in g) ? sprintf("%.2f", g[c]) : "-"
+			ratio = (c in g && g[c] > 0) ? k[c] / g[c] : -1
+			rv = ratio >= 0 ? sprintf("%.2f", ratio) : "-"
+			if (kind[c] == "ns") {
+				target = sprintf("<= %g ns", lim[c])
+				result = k[c] <= lim[c] ? "met" : "missed"
+			} else if (kind[c] == "ratio") {
+				target = sprintf("keel/Go <= %.1f", lim[c])
+				result = ratio < 0 ? "-" : (ratio <= lim[c] ? "met" : "missed")
+			} else {
+				target = "none"
+				result = "-"
+			}
+			printf fmt, c, sprintf("%.2f", k[c]), gv, rv, target, result
+		}
+	}'
+	echo
+	echo "div_zero: keel takes a real SIGFPE; Go tests the divisor in code and"
+	echo "panics without a signal, so the two are not the same work (no target)."
+	echo "scope_defer: keel_call(fn), fn does keel_defer; scope_defer_block: the same scope"
+	echo "as KEEL_SCOPE { keel_defer(...); } inside a function (Go column: the same Go case)."
+}
+
+mkdir -p "$root/bench/results"
+out=$root/bench/results/panic-$(date '+%Y-%m-%d-%H%M%S').txt
+echo
+table | tee "$out"
+echo
+echo "bench: table written to ${out#"$root"/}"
