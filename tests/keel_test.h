@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,55 @@ static int keel_test_count;
 #else
 #define KEEL_TEST_SKIP_DEEP_RECURSION_UNDER_TSAN() ((void)0)
 #endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEL_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KEEL_TEST_ASAN 1
+#endif
+#endif
+
+#ifdef KEEL_TEST_ASAN
+int __lsan_do_recoverable_leak_check(void);
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
+/* Under ASan, fails the case if anything allocated is unreachable now (each
+ * case ends with _exit, which skips LeakSanitizer's own check). */
+static inline void keel_test_leak_check(void)
+{
+#ifdef KEEL_TEST_ASAN
+	CHECK_INT(__lsan_do_recoverable_leak_check(), ==, 0);
+#endif
+}
+
+/*
+ * An event log: deferred calls append names, cases compare the whole
+ * sequence, e.g. CHECK_STR(keel_test_ev, "b,a,rec:boom").
+ */
+static char keel_test_ev[8192] __attribute__((unused));
+
+static inline void keel_test_ev_add(const char *s)
+{
+	size_t n = strlen(keel_test_ev);
+
+	snprintf(keel_test_ev + n, sizeof(keel_test_ev) - n, "%s%s",
+		 n > 0 ? "," : "", s);
+}
+
+static inline void keel_test_ev_addf(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+static inline void keel_test_ev_addf(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	keel_test_ev_add(buf);
+}
 
 /* What a child run produced. */
 struct keel_child {

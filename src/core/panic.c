@@ -211,20 +211,11 @@ push:
 	t->ndefers++;
 }
 
+/* The exported keel_defer, for &keel_defer and (keel_defer)(fn, arg); a
+ * plain keel_defer(fn, arg) call runs the header's inline copy. */
 void (keel_defer)(void (*fn)(void *), void *arg)
 {
-	struct keel__thread *t = keel__cur();
-
-	/* One test covers the cold cases: a thread without state, no scope
-	 * open (then ndefers == capdefers == 0 or top is NULL), a full array. */
-	if (KEEL_UNLIKELY(t == NULL || t->ndefers >= t->capdefers ||
-			  t->top == NULL)) {
-		keel__defer_slow(fn, arg);
-		return;
-	}
-	t->defers[t->ndefers].fn = fn;
-	t->defers[t->ndefers].arg = arg;
-	t->ndefers++;
+	keel__defer_inline(fn, arg);
 }
 
 int keel_call(void (*fn)(void *), void *arg)

@@ -7,25 +7,6 @@
 #include <keel.h>
 #include "keel_test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-
-#ifdef TEST_ASAN
-int __lsan_do_recoverable_leak_check(void);
-#endif
-
-static void leak_check(void)
-{
-#ifdef TEST_ASAN
-	CHECK_INT(__lsan_do_recoverable_leak_check(), ==, 0);
-#endif
-}
-
 /* Sizes that no allocator grants, hidden from the optimiser so that no
  * call is folded or warned about at compile time. */
 static volatile size_t huge = SIZE_MAX / 2;
@@ -93,7 +74,7 @@ TEST(malloc_works)
 	free(p);
 	free(z1);
 	free(z2);
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(calloc_zeroes)
@@ -133,7 +114,7 @@ TEST(realloc_grows_and_keeps_content)
 		q = keel_realloc(q, (size_t)(i + 1) * 1000);
 	CHECK(q[0] == 'k');
 	free(q);
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(reallocarray_works)
@@ -178,7 +159,7 @@ TEST(strdup_and_strndup)
 	free(e);
 	free(f);
 	free(raw);
-	leak_check();
+	keel_test_leak_check();
 }
 
 /* ------------------------------------------------------------------------
@@ -203,7 +184,7 @@ TEST(malloc_out_of_memory_panics)
 	free(keel_strdup("still fine"));
 	CHECK_INT(call_capturing(malloc_huge, NULL), ==, 1);
 	CHECK_STR(last_msg, "runtime error: out of memory");
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void calloc_huge(void *arg)
@@ -247,7 +228,7 @@ TEST(realloc_out_of_memory_keeps_block)
 	CHECK_INT(last_kind, ==, KEEL_PANIC_OUT_OF_MEMORY);
 	CHECK_STR(kept, "precious");
 	free(kept);
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void reallocarray_overflow(void *arg)
@@ -275,7 +256,7 @@ TEST(reallocarray_overflow_and_out_of_memory)
 	CHECK_INT(last_kind, ==, KEEL_PANIC_OUT_OF_MEMORY);
 	CHECK_STR(kept, "precious");
 	free(kept);
-	leak_check();
+	keel_test_leak_check();
 }
 
 /* An out-of-memory panic runs the deferred calls like any other. */
@@ -300,7 +281,7 @@ TEST(out_of_memory_runs_deferred_calls)
 	CHECK_INT(call_capturing(alloc_then_huge, NULL), ==, 1);
 	CHECK_INT(freed, ==, 2);
 	CHECK_STR(last_msg, "runtime error: out of memory");
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void child_unrecovered_oom(void *arg)

@@ -11,35 +11,14 @@
 #include <keel.h>
 #include "keel_test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-
-#ifdef TEST_ASAN
-size_t __sanitizer_get_current_allocated_bytes(void);
-#endif
-
 /* ------------------------------------------------------------------------
  * An event log: every deferred call appends its name, tests compare the
  * whole sequence.
  * ------------------------------------------------------------------------ */
 
-static char ev[4096];
-
-static void ev_add(const char *s)
-{
-	if (ev[0] != '\0')
-		strcat(ev, ",");
-	strcat(ev, s);
-}
-
 static void d_log(void *arg)
 {
-	ev_add(arg);
+	keel_test_ev_add(arg);
 }
 
 /* Recovers and logs "rec:<message>" (or "rec:none"). */
@@ -50,7 +29,7 @@ static void d_recover(void *arg)
 
 	(void)arg;
 	snprintf(buf, sizeof(buf), "rec:%s", p ? keel_panic_message(p) : "none");
-	ev_add(buf);
+	keel_test_ev_add(buf);
 }
 
 static void panic_boom(void)
@@ -67,7 +46,7 @@ static void body_three_defers(void *arg)
 	keel_defer(d_log, "a");
 	keel_defer(d_log, "b");
 	keel_defer(d_log, "c");
-	ev_add("body");
+	keel_test_ev_add("body");
 	if (arg != NULL)
 		panic_boom();
 }
@@ -75,20 +54,20 @@ static void body_three_defers(void *arg)
 TEST(defer_lifo_on_normal_end)
 {
 	CHECK_INT(keel_call(body_three_defers, NULL), ==, 0);
-	CHECK_STR(ev, "body,c,b,a");
+	CHECK_STR(keel_test_ev, "body,c,b,a");
 }
 
 static void body_recover_then_three(void *arg)
 {
 	keel_defer(d_recover, NULL);
 	body_three_defers(arg);
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(defer_lifo_on_panic)
 {
 	CHECK_INT(keel_call(body_recover_then_three, (void *)1), ==, 1);
-	CHECK_STR(ev, "body,c,b,a,rec:boom");
+	CHECK_STR(keel_test_ev, "body,c,b,a,rec:boom");
 }
 
 /* A panic unwinds through scopes that do not recover: each one's deferred
@@ -105,7 +84,7 @@ static void scope_middle(void *arg)
 {
 	keel_defer(d_log, "middle");
 	keel_call(scope_inner, arg);
-	ev_add("middle not reached");
+	keel_test_ev_add("middle not reached");
 }
 
 static void scope_outer(void *arg)
@@ -113,13 +92,13 @@ static void scope_outer(void *arg)
 	keel_defer(d_recover, NULL);
 	keel_defer(d_log, "outer");
 	keel_call(scope_middle, arg);
-	ev_add("outer not reached");
+	keel_test_ev_add("outer not reached");
 }
 
 TEST(defer_runs_in_every_scope_a_panic_unwinds)
 {
 	CHECK_INT(keel_call(scope_outer, NULL), ==, 1);
-	CHECK_STR(ev, "inner2,inner1,middle,outer,rec:boom");
+	CHECK_STR(keel_test_ev, "inner2,inner1,middle,outer,rec:boom");
 }
 
 /* Far more deferred calls than the initial defer stack holds. */
@@ -160,7 +139,7 @@ TEST(defer_many_lifo_both_paths)
 	CHECK_INT(lifo_n, ==, 1000);
 	for (i = 0; i < 1000; i++)
 		CHECK_INT(lifo_seen[i], ==, 999 - i);
-	CHECK_STR(ev, "rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom");
 }
 
 /* ------------------------------------------------------------------------
@@ -228,7 +207,7 @@ TEST(defer_runs_on_panicking_stack_before_jump)
 	CHECK_INT(keel_call(frame_outer, NULL), ==, 1);
 	resumed = 1;
 	CHECK_INT(frame_checks, ==, 2);
-	CHECK_STR(ev, "rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom");
 }
 
 TEST(defer_runs_on_panicking_stack_block_form)
@@ -242,7 +221,7 @@ TEST(defer_runs_on_panicking_stack_block_form)
 	}
 	resumed = 1;
 	CHECK_INT(frame_checks, ==, 2);
-	CHECK_STR(ev, "rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom");
 }
 
 /* ------------------------------------------------------------------------
@@ -295,7 +274,7 @@ TEST(defer_mutex_unlocked_on_every_path)
 	}
 	CHECK_INT(pthread_mutex_trylock(&lock), ==, 0);
 	CHECK_INT(pthread_mutex_unlock(&lock), ==, 0);
-	CHECK_STR(ev, "rec:boom,rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom,rec:boom");
 }
 
 /* A pipe tells whether the write end was flushed and closed: the read end
@@ -374,7 +353,7 @@ TEST(defer_fclose_on_every_path)
 		CHECK_STR(buf, "hello");
 		close(fc.pp.rd);
 	}
-	CHECK_STR(ev, "rec:none,rec:boom");
+	CHECK_STR(keel_test_ev, "rec:none,rec:boom");
 }
 
 TEST(defer_close_fd_on_every_path)
@@ -398,13 +377,13 @@ TEST(defer_close_fd_on_every_path)
 	}
 	CHECK_INT(pipe_drain(&pp, buf, sizeof(buf)), ==, 1);
 	close(pp.rd);
-	CHECK_STR(ev, "rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom");
 }
 
 /* Bytes the allocator has handed out and not had back. */
 static size_t heap_in_use(void)
 {
-#ifdef TEST_ASAN
+#ifdef KEEL_TEST_ASAN
 	return __sanitizer_get_current_allocated_bytes();
 #else
 	struct mallinfo2 mi = mallinfo2();
@@ -451,7 +430,7 @@ TEST(defer_free_on_every_path)
 	CHECK_INT(keel_call(memory_section_recover, (void *)1), ==, 1);
 	CHECK(heap_during >= before + BIG_BLOCK);
 	CHECK(heap_in_use() < before + BIG_BLOCK / 4);
-	CHECK_STR(ev, "rec:boom,rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom,rec:boom");
 }
 
 /* ------------------------------------------------------------------------
@@ -463,10 +442,10 @@ TEST(scope_end_of_block)
 	KEEL_SCOPE {
 		keel_defer(d_log, "a");
 		keel_defer(d_log, "b");
-		ev_add("body");
+		keel_test_ev_add("body");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "body,b,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "body,b,a,after");
 }
 
 static int return_from_scope(void)
@@ -474,44 +453,44 @@ static int return_from_scope(void)
 	KEEL_SCOPE {
 		keel_defer(d_log, "a");
 		keel_defer(d_log, "b");
-		ev_add("body");
+		keel_test_ev_add("body");
 		return 7;
 	}
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 	return -1;
 }
 
 TEST(scope_return_from_block)
 {
 	CHECK_INT(return_from_scope(), ==, 7);
-	ev_add("after");
-	CHECK_STR(ev, "body,b,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "body,b,a,after");
 }
 
 TEST(scope_break_from_block)
 {
 	KEEL_SCOPE {
 		keel_defer(d_log, "a");
-		ev_add("body");
-		if (ev[0] != '\0')
+		keel_test_ev_add("body");
+		if (keel_test_ev[0] != '\0')
 			break;
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "body,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "body,a,after");
 }
 
 TEST(scope_continue_from_block)
 {
 	KEEL_SCOPE {
 		keel_defer(d_log, "a");
-		ev_add("body");
-		if (ev[0] != '\0')
+		keel_test_ev_add("body");
+		if (keel_test_ev[0] != '\0')
 			continue;
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "body,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "body,a,after");
 }
 
 /* break and continue leave the scope, not a loop around it. The loop's
@@ -525,12 +504,12 @@ TEST(scope_break_inside_loop_leaves_only_the_scope)
 			keel_defer(d_log, "d");
 			if (i >= 0)
 				break;
-			ev_add("not reached");
+			keel_test_ev_add("not reached");
 		}
 		iterations++;
 	}
 	CHECK_INT(iterations, ==, 3);
-	CHECK_STR(ev, "d,d,d");
+	CHECK_STR(keel_test_ev, "d,d,d");
 }
 
 TEST(scope_continue_inside_loop_leaves_only_the_scope)
@@ -542,27 +521,27 @@ TEST(scope_continue_inside_loop_leaves_only_the_scope)
 			keel_defer(d_log, "d");
 			if (i >= 0)
 				continue;
-			ev_add("not reached");
+			keel_test_ev_add("not reached");
 		}
 		iterations++;
 	}
 	CHECK_INT(iterations, ==, 3);
-	CHECK_STR(ev, "d,d,d");
+	CHECK_STR(keel_test_ev, "d,d,d");
 }
 
 TEST(scope_goto_out_of_block)
 {
 	KEEL_SCOPE {
 		keel_defer(d_log, "a");
-		ev_add("body");
-		if (ev[0] != '\0')
+		keel_test_ev_add("body");
+		if (keel_test_ev[0] != '\0')
 			goto out;
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	ev_add("skipped");
+	keel_test_ev_add("skipped");
 out:
-	ev_add("out");
-	CHECK_STR(ev, "body,a,out");
+	keel_test_ev_add("out");
+	CHECK_STR(keel_test_ev, "body,a,out");
 }
 
 TEST(scope_goto_out_of_nested_blocks)
@@ -571,15 +550,15 @@ TEST(scope_goto_out_of_nested_blocks)
 		keel_defer(d_log, "outer");
 		KEEL_SCOPE {
 			keel_defer(d_log, "inner");
-			if (ev[0] == '\0')
+			if (keel_test_ev[0] == '\0')
 				goto out;
 		}
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	ev_add("skipped");
+	keel_test_ev_add("skipped");
 out:
-	ev_add("out");
-	CHECK_STR(ev, "inner,outer,out");
+	keel_test_ev_add("out");
+	CHECK_STR(keel_test_ev, "inner,outer,out");
 }
 
 static int return_from_nested_scopes(void)
@@ -597,7 +576,7 @@ static int return_from_nested_scopes(void)
 TEST(scope_return_from_nested_blocks)
 {
 	CHECK_INT(return_from_nested_scopes(), ==, 3);
-	CHECK_STR(ev, "inner,outer");
+	CHECK_STR(keel_test_ev, "inner,outer");
 }
 
 TEST(scope_panic_recovered_resumes_after_block)
@@ -611,9 +590,9 @@ TEST(scope_panic_recovered_resumes_after_block)
 		panic_boom();
 		reached = 1;
 	}
-	ev_add("after");
+	keel_test_ev_add("after");
 	CHECK_INT(reached, ==, 0);
-	CHECK_STR(ev, "b,a,rec:boom,after");
+	CHECK_STR(keel_test_ev, "b,a,rec:boom,after");
 }
 
 TEST(scope_nested_normal)
@@ -622,13 +601,13 @@ TEST(scope_nested_normal)
 		keel_defer(d_log, "outer_a");
 		KEEL_SCOPE {
 			keel_defer(d_log, "inner_a");
-			ev_add("inner_body");
+			keel_test_ev_add("inner_body");
 		}
-		ev_add("between");
+		keel_test_ev_add("between");
 		keel_defer(d_log, "outer_b");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "inner_body,inner_a,between,outer_b,outer_a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "inner_body,inner_a,between,outer_b,outer_a,after");
 }
 
 TEST(scope_nested_panic_recovered_by_outer)
@@ -640,10 +619,10 @@ TEST(scope_nested_panic_recovered_by_outer)
 			keel_defer(d_log, "inner_a");
 			panic_boom();
 		}
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "inner_a,outer_a,rec:boom,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "inner_a,outer_a,rec:boom,after");
 }
 
 TEST(scope_nested_panic_recovered_by_inner)
@@ -655,10 +634,10 @@ TEST(scope_nested_panic_recovered_by_inner)
 			keel_defer(d_log, "inner_a");
 			panic_boom();
 		}
-		ev_add("between");
+		keel_test_ev_add("between");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "inner_a,rec:boom,between,outer_a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "inner_a,rec:boom,between,outer_a,after");
 }
 
 /* A scope inside keel_call and a keel_call inside a scope mix freely. */
@@ -669,7 +648,7 @@ static void call_in_scope_body(void *arg)
 		keel_defer(d_log, "scope");
 		panic_boom();
 	}
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(scope_and_call_mixed)
@@ -679,9 +658,9 @@ TEST(scope_and_call_mixed)
 		CHECK_INT(keel_call(body_recover_then_three, (void *)1), ==, 1);
 		keel_defer(d_recover, NULL);
 		keel_call(call_in_scope_body, NULL);
-		ev_add("not reached");
+		keel_test_ev_add("not reached");
 	}
-	CHECK_STR(ev, "body,c,b,a,rec:boom,scope,rec:boom,outer");
+	CHECK_STR(keel_test_ev, "body,c,b,a,rec:boom,scope,rec:boom,outer");
 }
 
 /* ------------------------------------------------------------------------
@@ -690,7 +669,7 @@ TEST(scope_and_call_mixed)
 
 static void d_push(void *arg)
 {
-	ev_add("push");
+	keel_test_ev_add("push");
 	keel_defer(d_log, arg);
 }
 
@@ -712,13 +691,13 @@ static void body_push_recover(void *arg)
 TEST(defer_from_deferred_runs_next_normal)
 {
 	CHECK_INT(keel_call(body_push, NULL), ==, 0);
-	CHECK_STR(ev, "b,push,pushed,a");
+	CHECK_STR(keel_test_ev, "b,push,pushed,a");
 }
 
 TEST(defer_from_deferred_runs_next_panic)
 {
 	CHECK_INT(keel_call(body_push_recover, (void *)1), ==, 1);
-	CHECK_STR(ev, "b,push,pushed,a,rec:boom");
+	CHECK_STR(keel_test_ev, "b,push,pushed,a,rec:boom");
 }
 
 /* The pushed call belongs to the scope being unwound, not to an outer one:
@@ -733,7 +712,7 @@ TEST(defer_from_deferred_runs_next_block_form)
 			panic_boom();
 		}
 	}
-	CHECK_STR(ev, "push,pushed,outer,rec:boom");
+	CHECK_STR(keel_test_ev, "push,pushed,outer,rec:boom");
 }
 
 /* Recovery happens in a deferred call; a call it defers still runs before
@@ -751,7 +730,7 @@ TEST(defer_from_recovering_deferred_runs_next)
 		keel_defer(d_recover_and_push, "pushed");
 		panic_boom();
 	}
-	CHECK_STR(ev, "rec:boom,pushed,a");
+	CHECK_STR(keel_test_ev, "rec:boom,pushed,a");
 }
 
 /* ------------------------------------------------------------------------

@@ -8,27 +8,6 @@
 #include <keel.h>
 #include "keel_test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-
-#ifdef TEST_ASAN
-int __lsan_do_recoverable_leak_check(void);
-#endif
-
-/* Under ASan, fails the test if anything allocated is unreachable now (the
- * harness ends each case with _exit, which skips LeakSanitizer). */
-static void leak_check(void)
-{
-#ifdef TEST_ASAN
-	CHECK_INT(__lsan_do_recoverable_leak_check(), ==, 0);
-#endif
-}
-
 /* ------------------------------------------------------------------------
  * Constructors and accessors
  * ------------------------------------------------------------------------ */
@@ -45,7 +24,7 @@ TEST(error_new_formats_message)
 	CHECK_INT(keel_error_signo(e), ==, 0);
 	CHECK(keel_error_fault_addr(e) == NULL);
 	keel_error_free(e);
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(error_new_code_zero_is_unknown)
@@ -138,7 +117,7 @@ TEST(error_wrap_and_cause_chain)
 	CHECK_STR(keel_error_message(mid), "load config");
 	/* Frees the whole chain. */
 	keel_error_free(top);
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(error_wrap_null_cause)
@@ -273,7 +252,7 @@ TEST(error_from_message_panic)
 	CHECK(keel_error_cause(from_panic) == NULL);
 	CHECK_INT(keel_error_is(from_panic, KEEL_EPANIC), ==, 1);
 	keel_error_free(from_panic);
-	leak_check();
+	keel_test_leak_check();
 }
 
 static struct keel_error *raised;
@@ -307,7 +286,7 @@ TEST(error_from_error_panic_copies_cause)
 	keel_error_format(from_panic, buf, sizeof(buf));
 	CHECK_STR(buf, "bad config: bad config: no file");
 	keel_error_free(from_panic);
-	leak_check();
+	keel_test_leak_check();
 }
 
 /* ------------------------------------------------------------------------
@@ -355,7 +334,7 @@ TEST(safe_divide_returns_error_instead_of_crashing)
 	CHECK_INT(keel_error_signo(err), ==, SIGFPE);
 	CHECK(keel_error_cause(err) == NULL);
 	keel_error_free(err);
-	leak_check();
+	keel_test_leak_check();
 }
 
 /* The handler is re-armed after each fault: the same fault in the same
@@ -379,7 +358,7 @@ TEST(safe_divide_repeatedly)
 		}
 	}
 	CHECK_INT(errors, ==, 67);
-	leak_check();
+	keel_test_leak_check();
 }
 
 static int *volatile bad_ptr = (int *)16;
@@ -442,7 +421,7 @@ TEST(recover_error_replaces_previous_error)
 	CHECK_STR(keel_error_message(err), "second");
 	CHECK_INT(keel_error_code(err), ==, KEEL_EPANIC);
 	keel_error_free(err);
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(recover_error_null_slot_still_recovers)
@@ -468,5 +447,5 @@ TEST(recover_error_of_error_panic)
 	CHECK_INT(keel_error_is(err, -ECONNREFUSED), ==, 1);
 	CHECK_STR(keel_error_message(keel_error_cause(err)), "dial: refused");
 	keel_error_free(err);
-	leak_check();
+	keel_test_leak_check();
 }

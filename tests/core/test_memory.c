@@ -10,19 +10,11 @@
 #include <keel.h>
 #include "keel_test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-
 /* ------------------------------------------------------------------------
  * Resident set size
  * ------------------------------------------------------------------------ */
 
-#ifdef TEST_ASAN
+#ifdef KEEL_TEST_ASAN
 void __asan_get_shadow_mapping(size_t *shadow_scale, size_t *shadow_offset);
 
 /*
@@ -80,7 +72,7 @@ static size_t rss_bytes(void)
  */
 static int rerun_without_quarantine(const char *name)
 {
-#ifdef TEST_ASAN
+#ifdef KEEL_TEST_ASAN
 	pid_t pid;
 	int status;
 

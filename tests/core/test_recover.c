@@ -12,55 +12,13 @@
 #include <keel.h>
 #include "keel_test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-
-#ifdef TEST_ASAN
-int __lsan_do_recoverable_leak_check(void);
-#endif
-
-/* Under ASan, fails the test if anything allocated is unreachable now (the
- * harness ends each case with _exit, which skips LeakSanitizer). */
-static void leak_check(void)
-{
-#ifdef TEST_ASAN
-	CHECK_INT(__lsan_do_recoverable_leak_check(), ==, 0);
-#endif
-}
-
 /* ------------------------------------------------------------------------
  * Event log
  * ------------------------------------------------------------------------ */
 
-static char ev[8192];
-
-static void ev_add(const char *s)
-{
-	if (ev[0] != '\0')
-		strcat(ev, ",");
-	strcat(ev, s);
-}
-
-static void ev_addf(const char *fmt, ...) KEEL_PRINTF(1, 2);
-static void ev_addf(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ev_add(buf);
-}
-
 static void d_log(void *arg)
 {
-	ev_add(arg);
+	keel_test_ev_add(arg);
 }
 
 /* Recovers and logs "<arg>:<message>" or "<arg>:none". */
@@ -68,7 +26,7 @@ static void d_recover(void *arg)
 {
 	const struct keel_panic *p = keel_recover();
 
-	ev_addf("%s:%s", arg ? (const char *)arg : "rec",
+	keel_test_ev_addf("%s:%s", arg ? (const char *)arg : "rec",
 		p ? keel_panic_message(p) : "none");
 }
 
@@ -143,14 +101,14 @@ static int call_capturing(void (*fn)(void *), void *arg)
 TEST(recover_directly_in_deferred_call)
 {
 	CHECK_INT(call_recovering(panic_arg, "boom"), ==, 1);
-	CHECK_STR(ev, "rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom");
 }
 
 static __attribute__((noinline)) void recover_helper(void)
 {
 	const struct keel_panic *p = keel_recover();
 
-	ev_addf("helper:%s", p ? keel_panic_message(p) : "none");
+	keel_test_ev_addf("helper:%s", p ? keel_panic_message(p) : "none");
 }
 
 static __attribute__((noinline)) void recover_helper_deeper(void)
@@ -173,7 +131,7 @@ static void body_helper_recovers(void *arg)
 TEST(recover_in_helper_called_by_deferred_call)
 {
 	CHECK_INT(keel_call(body_helper_recovers, "boom"), ==, 1);
-	CHECK_STR(ev, "helper:boom");
+	CHECK_STR(keel_test_ev, "helper:boom");
 }
 
 TEST(recover_null_without_panic)
@@ -187,7 +145,7 @@ TEST(recover_null_without_panic)
 		keel_defer(d_recover, "normal");
 	}
 	CHECK(keel_recover() == NULL);
-	CHECK_STR(ev, "normal:none");
+	CHECK_STR(keel_test_ev, "normal:none");
 }
 
 /* Not in a deferred call: the panicking function's own code and the body
@@ -205,7 +163,7 @@ TEST(recover_null_outside_deferred_calls)
 	CHECK_INT(keel_call(body_recover_before_panic, NULL), ==, 1);
 	CHECK(keel_recover() == NULL);
 	CHECK_INT(keel_call(body_recover_before_panic, NULL), ==, 1);
-	CHECK_STR(ev, "rec:boom,rec:boom");
+	CHECK_STR(keel_test_ev, "rec:boom,rec:boom");
 }
 
 static void d_recover_twice(void *arg)
@@ -216,7 +174,7 @@ static void d_recover_twice(void *arg)
 	(void)arg;
 	CHECK(p1 != NULL);
 	CHECK(p2 == NULL);
-	ev_addf("twice:%s", keel_panic_message(p1));
+	keel_test_ev_addf("twice:%s", keel_panic_message(p1));
 }
 
 static void body_recover_twice(void *arg)
@@ -230,7 +188,7 @@ static void body_recover_twice(void *arg)
 TEST(recover_second_call_returns_null)
 {
 	CHECK_INT(keel_call(body_recover_twice, "boom"), ==, 1);
-	CHECK_STR(ev, "twice:boom,later:none");
+	CHECK_STR(keel_test_ev, "twice:boom,later:none");
 }
 
 /* Inside the panic's deferred call, a nested scope that ends normally runs
@@ -240,14 +198,14 @@ static void d_nested_sees_null(void *arg)
 	(void)arg;
 	CHECK(keel_recover() == NULL);
 	CHECK_INT(keel_panicking(), ==, 1);
-	ev_add("nested:null");
+	keel_test_ev_add("nested:null");
 }
 
 static void nested_normal_body(void *arg)
 {
 	(void)arg;
 	keel_defer(d_nested_sees_null, NULL);
-	ev_add("nested_body");
+	keel_test_ev_add("nested_body");
 }
 
 static void d_nested_then_recover(void *arg)
@@ -269,7 +227,7 @@ static void body_nested_then_recover(void *arg)
 TEST(recover_null_in_nested_scope_during_panic)
 {
 	CHECK_INT(keel_call(body_nested_then_recover, "boom"), ==, 1);
-	CHECK_STR(ev, "nested_body,nested:null,nested:null,outer:boom");
+	CHECK_STR(keel_test_ev, "nested_body,nested:null,nested:null,outer:boom");
 	CHECK_INT(keel_panicking(), ==, 0);
 }
 
@@ -284,16 +242,16 @@ static void body_remaining_defers(void *arg)
 	keel_defer(d_log, "b");
 	keel_defer(d_log, "c");
 	keel_panic(arg);
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(recover_remaining_defers_run_then_call_returns_1)
 {
 	int r = keel_call(body_remaining_defers, "boom");
 
-	ev_add("returned");
+	keel_test_ev_add("returned");
 	CHECK_INT(r, ==, 1);
-	CHECK_STR(ev, "c,b,rec:boom,a,returned");
+	CHECK_STR(keel_test_ev, "c,b,rec:boom,a,returned");
 }
 
 TEST(recover_remaining_defers_run_then_block_resumes)
@@ -304,21 +262,21 @@ TEST(recover_remaining_defers_run_then_block_resumes)
 		keel_defer(d_log, "b");
 		keel_panic("boom");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "b,rec:boom,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "b,rec:boom,a,after");
 }
 
 /* A panic recovered deeper down is invisible to the enclosing keel_call. */
 static void body_recovers_inside(void *arg)
 {
 	CHECK_INT(call_recovering(panic_arg, arg), ==, 1);
-	ev_add("inner done");
+	keel_test_ev_add("inner done");
 }
 
 TEST(recover_call_returns_0_when_panic_recovered_inside)
 {
 	CHECK_INT(keel_call(body_recovers_inside, "boom"), ==, 0);
-	CHECK_STR(ev, "rec:boom,inner done");
+	CHECK_STR(keel_test_ev, "rec:boom,inner done");
 }
 
 /* Go's named results: the deferred function sets the caller's result on
@@ -400,13 +358,13 @@ static void body_defer_panics_on_normal_end(void *arg)
 	keel_defer(d_recover, NULL);
 	keel_defer(d_log, "b");
 	keel_defer(d_panic, arg);
-	ev_add("body");
+	keel_test_ev_add("body");
 }
 
 TEST(recover_panic_from_deferred_call_on_normal_end)
 {
 	CHECK_INT(keel_call(body_defer_panics_on_normal_end, "late"), ==, 1);
-	CHECK_STR(ev, "body,b,rec:late,a");
+	CHECK_STR(keel_test_ev, "body,b,rec:late,a");
 }
 
 TEST(recover_panic_from_deferred_call_on_block_end)
@@ -415,10 +373,10 @@ TEST(recover_panic_from_deferred_call_on_block_end)
 		keel_defer(d_log, "a");
 		keel_defer(d_recover, NULL);
 		keel_defer(d_panic, "late");
-		ev_add("body");
+		keel_test_ev_add("body");
 	}
-	ev_add("after");
-	CHECK_STR(ev, "body,rec:late,a,after");
+	keel_test_ev_add("after");
+	CHECK_STR(keel_test_ev, "body,rec:late,a,after");
 }
 
 /* The block was left by return, then a deferred call panicked and another
@@ -429,17 +387,17 @@ static int return_then_late_panic(void)
 	KEEL_SCOPE {
 		keel_defer(d_recover, NULL);
 		keel_defer(d_panic, "late");
-		ev_add("body");
+		keel_test_ev_add("body");
 		return 1;
 	}
-	ev_add("after");
+	keel_test_ev_add("after");
 	return 2;
 }
 
 TEST(recover_panic_from_deferred_call_after_return)
 {
 	CHECK_INT(return_then_late_panic(), ==, 2);
-	CHECK_STR(ev, "body,rec:late,after");
+	CHECK_STR(keel_test_ev, "body,rec:late,after");
 }
 
 /* After a recovery, a panic raised by one of the scope's remaining deferred
@@ -457,13 +415,13 @@ static void body_outer_of_panic_after_recovery(void *arg)
 {
 	keel_defer(d_recover, "outer");
 	keel_call(body_panic_after_recovery, arg);
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(recover_then_remaining_deferred_call_panics)
 {
 	CHECK_INT(keel_call(body_outer_of_panic_after_recovery, NULL), ==, 1);
-	CHECK_STR(ev, "inner:first,a,outer:second");
+	CHECK_STR(keel_test_ev, "inner:first,a,outer:second");
 	CHECK_INT(keel_panicking(), ==, 0);
 }
 
@@ -484,7 +442,7 @@ static void body_defer_replaces(void *arg)
 TEST(panic_in_deferred_call_replaces_current)
 {
 	CHECK_INT(keel_call(body_defer_replaces, NULL), ==, 1);
-	CHECK_STR(ev, "b,a,rec:second");
+	CHECK_STR(keel_test_ev, "b,a,rec:second");
 	/* The first panic was aborted, not left in flight. */
 	CHECK_INT(keel_panicking(), ==, 0);
 	CHECK(keel_recover() == NULL);
@@ -499,7 +457,7 @@ TEST(panic_in_deferred_call_replaces_twice)
 		keel_defer(d_panic, "second");
 		keel_panic("first");
 	}
-	CHECK_STR(ev, "rec:third");
+	CHECK_STR(keel_test_ev, "rec:third");
 	CHECK_INT(keel_panicking(), ==, 0);
 }
 
@@ -509,7 +467,7 @@ static void d_recover_and_repanic(void *arg)
 
 	(void)arg;
 	CHECK(p != NULL);
-	ev_addf("repanic:%s", keel_panic_message(p));
+	keel_test_ev_addf("repanic:%s", keel_panic_message(p));
 	keel_panicf("re: %s", keel_panic_message(p));
 }
 
@@ -525,13 +483,13 @@ static void body_outer_repanic(void *arg)
 	keel_defer(d_recover, "outer");
 	keel_defer(d_log, "outer_a");
 	keel_call(body_repanic, arg);
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(recover_and_repanic_outer_recovers_new)
 {
 	CHECK_INT(keel_call(body_outer_repanic, "first"), ==, 1);
-	CHECK_STR(ev, "repanic:first,inner_a,outer_a,outer:re: first");
+	CHECK_STR(keel_test_ev, "repanic:first,inner_a,outer_a,outer:re: first");
 	CHECK_INT(keel_panicking(), ==, 0);
 }
 
@@ -566,7 +524,7 @@ static void level2(void *arg)
 {
 	keel_defer(d_log, "l2a");
 	keel_call(level3, arg);
-	ev_add("l2 not reached");
+	keel_test_ev_add("l2 not reached");
 }
 
 static void level1(void *arg)
@@ -576,7 +534,7 @@ static void level1(void *arg)
 		keel_defer(d_log, "l1s");
 		keel_call(level2, arg);
 	}
-	ev_add("l1 not reached");
+	keel_test_ev_add("l1 not reached");
 }
 
 static void level0(void *arg)
@@ -585,13 +543,13 @@ static void level0(void *arg)
 	keel_defer(d_recover, NULL);
 	keel_defer(d_log, "l0b");
 	keel_call(level1, arg);
-	ev_add("l0 not reached");
+	keel_test_ev_add("l0 not reached");
 }
 
 TEST(unrecovered_panic_unwinds_several_scopes)
 {
 	CHECK_INT(keel_call(level0, "deep"), ==, 1);
-	CHECK_STR(ev, "l3b,l3a,l2a,l1s,l1a,l0b,rec:deep,l0a");
+	CHECK_STR(keel_test_ev, "l3b,l3a,l2a,l1s,l1a,l0b,rec:deep,l0a");
 }
 
 static void d_print(void *arg)
@@ -637,7 +595,7 @@ static void d_after_nested_recovery(void *arg)
 	(void)arg;
 	CHECK(keel_recover() == NULL);
 	CHECK_INT(keel_panicking(), ==, 1);
-	ev_add("e:null");
+	keel_test_ev_add("e:null");
 }
 
 static void nested_panic_body(void *arg)
@@ -666,7 +624,7 @@ static void body_outer_nested_panic(void *arg)
 {
 	keel_defer(d_recover, "top");
 	keel_call(body_nested_panic, arg);
-	ev_add("after inner call");
+	keel_test_ev_add("after inner call");
 }
 
 TEST(nested_recovered_panic_lets_outer_continue)
@@ -674,13 +632,13 @@ TEST(nested_recovered_panic_lets_outer_continue)
 	/* The deferred call does not recover: the outer panic reaches the
 	 * enclosing scope, which sees the outer panic, not the nested one. */
 	CHECK_INT(keel_call(body_outer_nested_panic, NULL), ==, 1);
-	CHECK_STR(ev, "rec:nested,e:null,a,top:outer");
+	CHECK_STR(keel_test_ev, "rec:nested,e:null,a,top:outer");
 }
 
 TEST(nested_recovered_panic_then_outer_recover_sees_outer)
 {
 	CHECK_INT(keel_call(body_outer_nested_panic, (void *)1), ==, 0);
-	CHECK_STR(ev, "rec:nested,e:null,d:outer,a,after inner call,top:none");
+	CHECK_STR(keel_test_ev, "rec:nested,e:null,d:outer,a,after inner call,top:none");
 }
 
 /* A nested scope in a deferred call whose panic nobody in the nested scope
@@ -702,7 +660,7 @@ TEST(nested_unrecovered_panic_replaces_outer)
 		keel_defer(d_nested_panic_escapes, NULL);
 		keel_panic("outer");
 	}
-	CHECK_STR(ev, "nested_a,a,rec:nested");
+	CHECK_STR(keel_test_ev, "nested_a,a,rec:nested");
 	CHECK_INT(keel_panicking(), ==, 0);
 }
 
@@ -776,7 +734,7 @@ TEST(panic_long_messages_kept_whole)
 		CHECK_INT(strlen(last_msg), ==, lens[i]);
 		CHECK_STR(last_msg, long_text);
 	}
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void panicf_long_formatted(void *arg)
@@ -857,7 +815,7 @@ TEST(panic_error_carries_error_value)
 	CHECK_INT(seen_err_code, ==, -EINVAL);
 	CHECK_STR(seen_err_msg, "bad input 7");
 	/* The panic owned the error and freed it. */
-	leak_check();
+	keel_test_leak_check();
 }
 
 TEST(panic_error_value_null_for_other_kinds)
@@ -937,7 +895,7 @@ TEST(panic_payload_typed_and_destroyed_once)
 		keel_defer(d_log, "x");
 	}
 	CHECK_INT(destroyed, ==, 1);
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void body_payload_no_destroy(void *arg)
@@ -983,11 +941,11 @@ static void body_payload_replaced(void *arg)
 TEST(panic_payload_destroyed_once_when_replaced)
 {
 	CHECK_INT(keel_call(body_payload_replaced, NULL), ==, 1);
-	CHECK_STR(ev, "rec:newer");
+	CHECK_STR(keel_test_ev, "rec:newer");
 	CHECK_INT(destroyed, ==, 1);
 	CHECK_INT(call_recovering(panic_arg, "unrelated"), ==, 1);
 	CHECK_INT(destroyed, ==, 1);
-	leak_check();
+	keel_test_leak_check();
 }
 
 static void d_payload_get_on_message(void *arg)
@@ -998,7 +956,7 @@ static void d_payload_get_on_message(void *arg)
 	CHECK(p != NULL);
 	CHECK(keel_panic_payload_get(p, "point") == NULL);
 	CHECK(keel_panic_payload_get(p, "") == NULL);
-	ev_add("checked");
+	keel_test_ev_add("checked");
 }
 
 TEST(panic_payload_get_on_other_kinds_is_null)
@@ -1008,7 +966,7 @@ TEST(panic_payload_get_on_other_kinds_is_null)
 		keel_panic("plain");
 	}
 	CHECK(keel_panic_payload_get(NULL, "point") == NULL);
-	CHECK_STR(ev, "checked");
+	CHECK_STR(keel_test_ev, "checked");
 }
 
 TEST(panic_message_never_null)
@@ -1023,7 +981,7 @@ static void index_body(void *arg)
 	const int64_t *args = arg;
 
 	(void)keel_index(args[0], args[1]);
-	ev_add("not reached");
+	keel_test_ev_add("not reached");
 }
 
 TEST(index_in_range_returns_i)
@@ -1053,7 +1011,7 @@ TEST(index_out_of_range_panics)
 
 	CHECK_INT(call_capturing(index_body, empty), ==, 1);
 	CHECK_STR(last_msg, "runtime error: index out of range [0] with length 0");
-	CHECK(strstr(ev, "not reached") == NULL);
+	CHECK(strstr(keel_test_ev, "not reached") == NULL);
 }
 
 TEST(panic_is_runtime_by_kind)
