@@ -778,3 +778,19 @@ TEST(defer_without_scope_panics)
 	CHECK(strstr(c.out, "keel_defer returned") == NULL);
 	CHECK(strstr(c.out, "deferred call ran") == NULL);
 }
+
+/* keel_defer is also a real exported function: through a pointer (as a
+ * binding from another language would call it) it registers the same way
+ * as the inline fast path. */
+TEST(defer_through_function_pointer)
+{
+	void (*defer_fn)(void (*)(void *), void *) = keel_defer;
+
+	keel_test_ev[0] = '\0';
+	KEEL_SCOPE {
+		defer_fn(d_log, "a");
+		(keel_defer)(d_log, "b");
+		keel_defer(d_log, "c");
+	}
+	CHECK_STR(keel_test_ev, "c,b,a");
+}
