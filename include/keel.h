@@ -8,5 +8,8 @@
 #include <keel/error.h>
 #include <keel/panic.h>
 #include <keel/alloc.h>
+#include <keel/clock.h>
+#include <keel/cancel.h>
+#include <keel/policy.h>
 
 #endif /* KEEL_H */

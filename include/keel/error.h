@@ -33,7 +33,13 @@ enum keel_errcode {
 	KEEL_ERR_BASE = -20000,
 	KEEL_EPANIC = -20001,   /* a panic was recovered and turned into an error */
 	KEEL_EUNKNOWN = -20002, /* a failure with no better name */
+	KEEL_EBREAKER_OPEN = -20003,  /* a circuit breaker refused the call */
+	KEEL_EBULKHEAD_FULL = -20004, /* no bulkhead slot within the wait */
+	KEEL_ERATE_LIMITED = -20005,  /* no rate-limiter permit within the wait */
+	KEEL_EBUDGET = -20006,        /* the retry budget refused a retry */
+	KEEL_ECHAOS = -20007,         /* an error injected by a chaos policy */
 };
+/* Timeouts and cancellation use the errno names: -ETIMEDOUT, -ECANCELED. */
 
 /*
  * keel_strerror - a static, human-readable text for an error code: keel's own

@@ -31,6 +31,16 @@ const char *keel_strerror(int code)
 		return "recovered panic";
 	case KEEL_EUNKNOWN:
 		return "unknown error";
+	case KEEL_EBREAKER_OPEN:
+		return "circuit breaker open";
+	case KEEL_EBULKHEAD_FULL:
+		return "bulkhead full";
+	case KEEL_ERATE_LIMITED:
+		return "rate limited";
+	case KEEL_EBUDGET:
+		return "retry budget exhausted";
+	case KEEL_ECHAOS:
+		return "error injected by chaos policy";
 	default:
 		break;
 	}

@@ -1,0 +1,239 @@
+/*
+ * keel/policy.h - what every resilience policy shares: the protected call,
+ * its outcome, events and counters, and how policies nest.
+ *
+ * A protected call is a function that returns 0 on success or a negative
+ * error code, and may set a result and a server-supplied retry delay through
+ * the struct keel_exec it receives. A panic or hardware fault inside it is
+ * not a crash: the innermost layer runs it in a keel scope, so the panic
+ * becomes an ordinary failure (code KEEL_EPANIC, outcome.panicked = 1) that
+ * policies count, retry and fall back from, after the call's own deferred
+ * cleanups ran.
+ *
+ * Policies (keel/retry.h, breaker.h, fallback.h, timeout.h, bulkhead.h,
+ * ratelimit.h, budget.h, chaos.h) are built once from plain config structs
+ * and then shared by any number of threads; executing a call through them
+ * allocates nothing. keel/pipeline.h nests several around one call.
+ */
+#ifndef KEEL_POLICY_H
+#define KEEL_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <keel/cancel.h>
+#include <keel/clock.h>
+#include <keel/common.h>
+#include <keel/error.h>
+#include <keel/panic.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum keel_policy_kind {
+	KEEL_POLICY_NONE = 0, /* the call itself */
+	KEEL_POLICY_RETRY,
+	KEEL_POLICY_BREAKER,
+	KEEL_POLICY_FALLBACK,
+	KEEL_POLICY_TIMEOUT,
+	KEEL_POLICY_BULKHEAD,
+	KEEL_POLICY_RATELIMIT,
+	KEEL_POLICY_BUDGET,
+	KEEL_POLICY_CHAOS,
+	KEEL_POLICY__COUNT
+};
+KEEL_API const char *keel_policy_kind_name(enum keel_policy_kind kind);
+
+/*
+ * struct keel_exec - what a protected call receives. The policies fill the
+ * "in" fields; the call may fill the "out" ones.
+ */
+struct keel_exec {
+	/* in */
+	const struct keel_clock *clock; /* never NULL */
+	struct keel_cancel *cancel;     /* observe it in blocking work; may be NULL */
+	int64_t deadline;               /* the earliest deadline of all timeouts, or KEEL_NEVER */
+	int attempt;                    /* 1 for the first attempt */
+	/* out */
+	void *result;                   /* what the call produced, if anything */
+	int64_t retry_after;            /* delay the server asked for (ns), 0 = none */
+};
+
+/* The protected call: 0 on success, a negative error code on failure. */
+typedef int (*keel_op_fn)(struct keel_exec *x, void *arg);
+
+#define KEEL_OUTCOME_MSG 120
+
+/*
+ * struct keel_outcome - how a call through policies ended.
+ */
+struct keel_outcome {
+	int code;               /* 0, or the failure's negative code */
+	void *result;           /* the call's x->result (or a fallback's) */
+	int panicked;           /* the call panicked or faulted (code KEEL_EPANIC) */
+	enum keel_panic_kind panic_kind;
+	char panic_msg[KEEL_OUTCOME_MSG]; /* the panic's message, truncated */
+	int64_t retry_after;    /* the last attempt's server-supplied delay */
+	int attempts;           /* calls actually made */
+	enum keel_policy_kind decided_by; /* who decided the final outcome */
+	int64_t elapsed;        /* ns on the policy clock */
+};
+
+/* 1 when o is a failure (code != 0). */
+static inline int keel_outcome_failed(const struct keel_outcome *o)
+{
+	return o->code != 0;
+}
+
+/*
+ * Classifiers decide whether an outcome counts as a failure for a policy
+ * (breaker, budget) or should be retried (retry). NULL means the default:
+ * any non-zero code, panics included, is a failure.
+ */
+typedef int (*keel_classify_fn)(const struct keel_outcome *o, void *ud);
+
+/* ------------------------------------------------------------------------
+ * Events and counters
+ * ------------------------------------------------------------------------ */
+
+enum keel_event_type {
+	KEEL_EV_SUCCESS = 0,  /* a call through the policy succeeded */
+	KEEL_EV_FAILURE,      /* ... failed (error code, not a panic) */
+	KEEL_EV_PANIC,        /* ... panicked or faulted */
+	KEEL_EV_RETRY,        /* retry: another attempt after delay */
+	KEEL_EV_GIVE_UP,      /* retry: attempts or time exhausted, or aborted */
+	KEEL_EV_REJECTED,     /* breaker open, bulkhead full, rate limited, budget empty */
+	KEEL_EV_STATE,        /* breaker state change: from, to */
+	KEEL_EV_TIMEOUT,      /* a timeout fired */
+	KEEL_EV_FALLBACK,     /* a fallback produced the outcome */
+	KEEL_EV_INJECTED,     /* chaos injected a fault */
+	KEEL_EV__COUNT
+};
+KEEL_API const char *keel_event_type_name(enum keel_event_type type);
+
+struct keel_policy;
+
+struct keel_event {
+	enum keel_event_type type;
+	enum keel_policy_kind kind;
+	const char *name;       /* the policy's name (config.name) */
+	int attempt;
+	int code;               /* the outcome's code, where there is one */
+	int64_t delay;          /* RETRY: the wait before the next attempt */
+	int from, to;           /* STATE: enum keel_breaker_state values */
+	int64_t at;             /* clock time */
+};
+
+/*
+ * An event listener. Called synchronously on the calling thread, so it must
+ * be quick and must not call back into the same policy. It may be NULL.
+ */
+typedef void (*keel_event_fn)(const struct keel_event *ev, void *ud);
+
+/* Counters every policy keeps (relaxed atomics; read with keel_policy_stats). */
+struct keel_policy_stats {
+	uint64_t calls;       /* calls that entered the policy */
+	uint64_t successes;
+	uint64_t failures;    /* error codes, panics excluded */
+	uint64_t panics;
+	uint64_t rejections;
+	uint64_t retries;     /* retry: extra attempts made */
+	uint64_t timeouts;
+	uint64_t fallbacks;
+	uint64_t injected;    /* chaos */
+	uint64_t transitions; /* breaker */
+};
+
+/* ------------------------------------------------------------------------
+ * The policy object and nesting
+ * ------------------------------------------------------------------------ */
+
+struct keel__chain;
+
+/*
+ * Every policy type starts with this struct. Policies are created by their
+ * own module's _new function and freed with keel_policy_free.
+ */
+struct keel_policy_ops {
+	enum keel_policy_kind kind;
+	/* Runs the rest of the chain (keel__chain_next) under this policy. */
+	void (*execute)(struct keel_policy *p, struct keel__chain *next,
+			struct keel_exec *x, struct keel_outcome *out);
+	void (*destroy)(struct keel_policy *p);
+};
+
+struct keel_policy {
+	const struct keel_policy_ops *ops;
+	const char *name;
+	const struct keel_clock *clock;
+	keel_event_fn on_event;
+	void *event_ud;
+	uint64_t stats[10];   /* struct keel_policy_stats, as atomics */
+};
+
+/* Frees any policy (NULL is a no-op). Not while calls are running through it. */
+KEEL_API void keel_policy_free(struct keel_policy *p);
+KEEL_API void keel_policy_stats(const struct keel_policy *p,
+				struct keel_policy_stats *out);
+KEEL_API enum keel_policy_kind keel_policy_kind(const struct keel_policy *p);
+KEEL_API const char *keel_policy_name(const struct keel_policy *p);
+/* Replaces the event listener (not thread-safe against running calls). */
+KEEL_API void keel_policy_on_event(struct keel_policy *p, keel_event_fn fn,
+				   void *ud);
+
+/*
+ * keel_policy_execute - runs fn(x, arg) under one policy. cancel may be
+ * NULL. Returns out->code. Same as a pipeline of one.
+ */
+KEEL_API int keel_policy_execute(struct keel_policy *p, keel_op_fn fn,
+				 void *arg, struct keel_cancel *cancel,
+				 struct keel_outcome *out);
+
+/* ------------------------------------------------------------------------
+ * For implementers of policies (src/resilience/)
+ * ------------------------------------------------------------------------ */
+
+struct keel__chain {
+	struct keel_policy *const *policies; /* the rest, outermost first */
+	int n;
+	keel_op_fn fn;
+	void *arg;
+};
+
+/* Runs the rest of the chain: the next policy, or the call itself in a
+ * panic-catching scope. Resets *out before the call. */
+KEEL_API void keel__chain_next(struct keel__chain *c, struct keel_exec *x,
+			       struct keel_outcome *out);
+KEEL_API void keel__policy_init(struct keel_policy *p,
+				const struct keel_policy_ops *ops,
+				const char *name, const struct keel_clock *clock,
+				keel_event_fn on_event, void *event_ud);
+KEEL_API void keel__policy_emit(struct keel_policy *p, enum keel_event_type type,
+				const struct keel_exec *x,
+				const struct keel_outcome *out, int64_t delay,
+				int from, int to);
+/* Counts a finished call: success, failure or panic (and emits the event). */
+KEEL_API void keel__policy_count(struct keel_policy *p, const struct keel_exec *x,
+				 const struct keel_outcome *out);
+/* Adds 1 to one counter (the index of its field in keel_policy_stats). */
+KEEL_API void keel__policy_add(struct keel_policy *p, unsigned field);
+KEEL_API int keel__classify(keel_classify_fn fn, void *ud,
+			    const struct keel_outcome *o);
+/* Sets *out to a rejection by policy kind with code. */
+KEEL_API void keel__outcome_reject(struct keel_outcome *out,
+				   enum keel_policy_kind by, int code);
+
+/* Runs fn under policies[0..n) (outermost first): the pipeline's engine. */
+KEEL_API int keel__execute(struct keel_policy *const *policies, int n,
+			   const struct keel_clock *clock, keel_op_fn fn,
+			   void *arg, struct keel_cancel *cancel,
+			   struct keel_outcome *out);
+
+#define KEEL__STAT(field) (offsetof(struct keel_policy_stats, field) / sizeof(uint64_t))
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KEEL_POLICY_H */
