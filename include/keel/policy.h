@@ -184,7 +184,9 @@ KEEL_API void keel_policy_on_event(struct keel_policy *p, keel_event_fn fn,
 
 /*
  * keel_policy_execute - runs fn(x, arg) under one policy. cancel may be
- * NULL. Returns out->code. Same as a pipeline of one.
+ * NULL. Returns out->code. Same as a pipeline of one. A call whose token is
+ * already cancelled, or past its deadline, never starts: the outcome is the
+ * token's reason with attempts 0.
  */
 KEEL_API int keel_policy_execute(struct keel_policy *p, keel_op_fn fn,
 				 void *arg, struct keel_cancel *cancel,

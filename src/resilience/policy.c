@@ -221,6 +221,11 @@ int keel__execute(struct keel_policy *const *policies, int n,
 	x.retry_after = 0;
 	outcome_init(out);
 	start = clock->now(clock);
+	/* A call whose token is already cancelled (or past its deadline) never
+	 * starts: no attempt, no policy sees it. */
+	out->code = keel_cancel_err(cancel);
+	if (out->code != 0)
+		return out->code;
 	keel__chain_next(&chain, &x, out);
 	out->elapsed = clock->now(clock) - start;
 	return out->code;
