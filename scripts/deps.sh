@@ -7,7 +7,7 @@
 #   scripts/deps.sh bench    also what the benchmarks compare against (Go)
 set -euo pipefail
 
-base=(gcc make cmake pkg-config clang libclang-rt-14-dev libgcc-12-dev
+base=(gcc make cmake pkg-config clang libclang-rt-14-dev libgcc-12-dev libsqlite3-dev sqlite3
       libc6-dev binutils)
 bench=(golang-1.19-go)
 
