@@ -262,6 +262,15 @@ KEEL_API void keel_crash_hook_set(keel_crash_hook_fn fn, void *ud);
  * ------------------------------------------------------------------------ */
 
 /*
+ * keel__thread_slot - a small number in [0, KEEL__SLOTS) that the calling
+ * thread owns alone until it exits (then it is given to a new thread), or
+ * -1 when all are taken. Counters sharded by slot can then be bumped with a
+ * plain load and store instead of a locked read-modify-write.
+ */
+#define KEEL__SLOTS 32
+KEEL_API int keel__thread_slot(void);
+
+/*
  * How a scope saves the point a recovered panic resumes at. By default the
  * compiler's own __builtin_setjmp (GCC and Clang share its buffer format):
  * it saves three words inline, where glibc's _setjmp is a call that also

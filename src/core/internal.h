@@ -62,6 +62,7 @@ struct keel__thread {
 	int capture_stacks;
 	int panic_on_fault;
 	int in_crash;
+	int slot;                     /* keel__thread_slot(), -1 for none */
 
 	/* Fault machinery. */
 	char *altstack;               /* usable alternate stack ... */

@@ -23,6 +23,8 @@ __thread struct keel__hot *keel__tls
 	__attribute__((tls_model("initial-exec")));
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t slots_used; /* bit i: slot i is owned by a live thread */
 static pthread_key_t thread_key;
 static int init_error;
 
@@ -100,6 +102,34 @@ static void stack_bounds(struct keel__thread *t)
 	pthread_attr_destroy(&attr);
 }
 
+static int slot_take(void)
+{
+	int i;
+
+	pthread_mutex_lock(&slots_mu);
+	for (i = 0; i < KEEL__SLOTS; i++)
+		if (!(slots_used & (1u << i))) {
+			slots_used |= 1u << i;
+			break;
+		}
+	pthread_mutex_unlock(&slots_mu);
+	return i < KEEL__SLOTS ? i : -1;
+}
+
+static void slot_give_back(int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&slots_mu);
+	slots_used &= ~(1u << slot);
+	pthread_mutex_unlock(&slots_mu);
+}
+
+int keel__thread_slot(void)
+{
+	return keel__self()->slot;
+}
+
 static void thread_release(void *arg)
 {
 	struct keel__thread *t = arg;
@@ -118,6 +148,7 @@ static void thread_release(void *arg)
 		free(p);
 	}
 	free(t->defers);
+	slot_give_back(t->slot);
 	free(t);
 	keel__tls = NULL;
 }
@@ -131,6 +162,7 @@ struct keel__thread *keel__self_slow(void)
 	if (t == NULL)
 		keel__fatal("keel: out of memory setting up a thread");
 	t->emergency.from_pool = 2;
+	t->slot = slot_take();
 	stack_bounds(t);
 	/* Without an alternate stack faults still work; only a stack
 	 * overflow cannot be caught. Not worth failing the thread for. */

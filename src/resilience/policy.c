@@ -70,6 +70,8 @@ void keel__chain_next(struct keel__chain *c, struct keel_exec *x,
 		out->code = KEEL_EPANIC;
 	else
 		out->code = call.code;
+	if (x->timed)
+		x->end = x->clock->now(x->clock);
 	out->result = x->result;
 	out->retry_after = x->retry_after;
 	out->attempts++;
@@ -85,6 +87,7 @@ void keel__policy_init(struct keel_policy *p, const struct keel_policy_ops *ops,
 		       keel_event_fn on_event, void *event_ud)
 {
 	memset(p->stats, 0, sizeof(p->stats));
+	p->needs_time = 0;
 	p->ops = ops;
 	p->name = name != NULL ? name : keel_policy_kind_name(ops->kind);
 	p->clock = clock != NULL ? clock : keel_clock_system();
@@ -98,21 +101,41 @@ void keel_policy_free(struct keel_policy *p)
 		p->ops->destroy(p);
 }
 
+/* The calling thread's counter row, cached per thread. */
+static __thread int my_slot = -2;
+
 void keel__policy_add(struct keel_policy *p, unsigned field)
 {
-	__atomic_fetch_add(&p->stats[field], 1, __ATOMIC_RELAXED);
+	int s = my_slot;
+
+	if (KEEL_UNLIKELY(s == -2))
+		s = my_slot = keel__thread_slot();
+	if (KEEL_LIKELY(s >= 0)) {
+		uint64_t *c = &p->stats[s][field];
+
+		__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + 1,
+				 __ATOMIC_RELAXED);
+	} else {
+		__atomic_fetch_add(&p->stats[KEEL__SLOTS][field], 1,
+				   __ATOMIC_RELAXED);
+	}
 }
 
 void keel_policy_stats(const struct keel_policy *p, struct keel_policy_stats *out)
 {
 	uint64_t *dst = (uint64_t *)(void *)out;
-	size_t i;
+	size_t i, row, n = sizeof(*out) / sizeof(uint64_t);
 
-	_Static_assert(sizeof(struct keel_policy_stats) ==
-			       sizeof(((struct keel_policy *)0)->stats),
-		       "stats array and struct differ");
-	for (i = 0; i < sizeof(p->stats) / sizeof(p->stats[0]); i++)
-		dst[i] = __atomic_load_n(&p->stats[i], __ATOMIC_RELAXED);
+	_Static_assert(sizeof(struct keel_policy_stats) / sizeof(uint64_t) <=
+			       sizeof(((struct keel_policy *)0)->stats[0]) /
+				       sizeof(uint64_t),
+		       "a stats row is too small for struct keel_policy_stats");
+	for (i = 0; i < n; i++) {
+		dst[i] = 0;
+		for (row = 0; row <= KEEL__SLOTS; row++)
+			dst[i] += __atomic_load_n(&p->stats[row][i],
+						  __ATOMIC_RELAXED);
+	}
 }
 
 enum keel_policy_kind keel_policy_kind(const struct keel_policy *p)
@@ -209,7 +232,7 @@ int keel__execute(struct keel_policy *const *policies, int n,
 {
 	struct keel__chain chain = { policies, n, fn, arg };
 	struct keel_exec x;
-	int64_t start;
+	int i;
 
 	if (clock == NULL)
 		clock = keel_clock_system();
@@ -219,15 +242,23 @@ int keel__execute(struct keel_policy *const *policies, int n,
 	x.attempt = 1;
 	x.result = NULL;
 	x.retry_after = 0;
+	x.timed = 0;
+	for (i = 0; i < n; i++)
+		x.timed |= policies[i]->needs_time;
+	x.start = x.timed ? clock->now(clock) : 0;
+	x.end = x.start;
 	outcome_init(out);
-	start = clock->now(clock);
 	/* A call whose token is already cancelled (or past its deadline) never
 	 * starts: no attempt, no policy sees it. */
 	out->code = keel_cancel_err(cancel);
 	if (out->code != 0)
 		return out->code;
-	keel__chain_next(&chain, &x, out);
-	out->elapsed = clock->now(clock) - start;
+	{
+		int64_t t0 = x.start;
+
+		keel__chain_next(&chain, &x, out);
+		out->elapsed = x.end > t0 ? x.end - t0 : 0;
+	}
 	return out->code;
 }
 

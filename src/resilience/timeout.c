@@ -19,7 +19,7 @@ static void timeout_execute(struct keel_policy *p, struct keel__chain *next,
 			    struct keel_exec *x, struct keel_outcome *out)
 {
 	struct timeout *t = (struct timeout *)p;
-	int64_t saved = x->deadline, now = x->clock->now(x->clock);
+	int64_t saved = x->deadline, now = x->start;
 	int64_t deadline = now > KEEL_NEVER - t->timeout ? KEEL_NEVER
 							 : now + t->timeout;
 
@@ -28,7 +28,9 @@ static void timeout_execute(struct keel_policy *p, struct keel__chain *next,
 		x->deadline = deadline;
 	keel__chain_next(next, x, out);
 	x->deadline = saved;
-	if (x->clock->now(x->clock) >= deadline &&
+	/* x->end is when the call returned, or, when a policy inside rejected
+	 * it after a wait, when that wait ended (x->start). */
+	if ((x->end > x->start ? x->end : x->start) >= deadline &&
 	    !(out->code == 0 && t->keep_late_success)) {
 		keel__outcome_reject(out, KEEL_POLICY_TIMEOUT, -ETIMEDOUT);
 		keel__policy_add(p, KEEL__STAT(timeouts));
@@ -67,6 +69,7 @@ int keel_timeout_new(const struct keel_timeout_config *cfg,
 			  cfg->on_event, cfg->event_ud);
 	t->timeout = cfg->timeout;
 	t->keep_late_success = cfg->keep_late_success;
+	t->base.needs_time = 1;
 	*out = &t->base;
 	return 0;
 }
