@@ -26,9 +26,9 @@ extern "C" {
 #define KEEL_FALLBACK_MAX 8
 
 /*
- * A step function: failed is the outcome being replaced (the original
- * failure for the first step, the previous step's for the next), x->result
- * is where the step puts its result. Returns 0 on success or a negative code.
+ * A step function: failed is the call's own failed outcome (every step sees
+ * that one, so an alert can say why the call fell back), x->result is where
+ * the step puts its result. Returns 0 on success or a negative code.
  */
 typedef int (*keel_fallback_fn)(const struct keel_outcome *failed,
 				struct keel_exec *x, void *ud);

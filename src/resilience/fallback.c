@@ -44,6 +44,7 @@ static void fallback_execute(struct keel_policy *p, struct keel__chain *next,
 		return;
 	}
 	attempts = out->attempts;
+	prev = *out; /* every step sees the call's own failure */
 	for (i = 0; i < f->nsteps; i++) {
 		const struct keel_fallback_step *st = &f->steps[i];
 
@@ -55,7 +56,6 @@ static void fallback_execute(struct keel_policy *p, struct keel__chain *next,
 			out->decided_by = KEEL_POLICY_FALLBACK;
 			break;
 		}
-		prev = *out;
 		{
 			struct step_call sc = { st, &prev };
 			struct keel__chain none = { NULL, 0, step_op, &sc };

@@ -205,7 +205,9 @@ void keel__outcome_reject(struct keel_outcome *out, enum keel_policy_kind by,
 	out->code = code;
 	out->result = NULL;
 	out->panicked = 0;
+	out->panic_kind = KEEL_PANIC_MESSAGE;
 	out->panic_msg[0] = '\0';
+	out->retry_after = 0;
 	out->decided_by = by;
 }
 
