@@ -60,8 +60,10 @@ struct keel_exec {
 	 * clock reads however many policies look at time (a clock read is
 	 * about 24 ns on a VM). Only kept when `timed` is set, which the
 	 * engine does when some policy of the chain has needs_time; else 0.
-	 *   start: when the current attempt began (a policy that waits, or
-	 *          retries, sets it again after its wait);
+	 *   start: when the current attempt began, and fresh: no wait has
+	 *          happened since it was read (a policy that waits, or
+	 *          retries, sets it again after its wait), so a policy may use
+	 *          it as "now" on its way in;
 	 *   end:   when the call last returned (set by the innermost layer).
 	 */
 	int timed;
@@ -134,7 +136,8 @@ struct keel_event {
 	int attempt;
 	int code;               /* the outcome's code, where there is one */
 	int64_t delay;          /* RETRY: the wait before the next attempt */
-	int from, to;           /* STATE: enum keel_breaker_state values */
+	int from, to;           /* STATE: enum keel_breaker_state values;
+				 * INJECTED: from is the enum keel_chaos_kind */
 	int64_t at;             /* clock time */
 };
 
@@ -144,7 +147,14 @@ struct keel_event {
  */
 typedef void (*keel_event_fn)(const struct keel_event *ev, void *ud);
 
-/* Counters every policy keeps (relaxed atomics; read with keel_policy_stats). */
+/*
+ * Counters every policy keeps (read with keel_policy_stats). Each call that
+ * enters a policy ends in exactly one of successes, failures, panics and
+ * rejections, so calls == successes + failures + panics + rejections once
+ * no call is in flight; retries, timeouts, fallbacks, injected and
+ * transitions count events on top of that (a timeout's -ETIMEDOUT is also a
+ * failure: the call ran).
+ */
 struct keel_policy_stats {
 	uint64_t calls;       /* calls that entered the policy */
 	uint64_t successes;
@@ -176,6 +186,12 @@ struct keel_policy_ops {
 	void (*destroy)(struct keel_policy *p);
 };
 
+/*
+ * One clock per chain: the per-call timing (x->start, x->end, x->deadline)
+ * is on the pipeline's clock (keel_policy_execute: the policy's), and
+ * policies wait on x->clock. Give a pipeline and its policies the same
+ * clock; a policy's own clock serves only what happens outside calls.
+ */
 struct keel_policy {
 	const struct keel_policy_ops *ops;
 	const char *name;
