@@ -47,6 +47,7 @@ clang: deps
 bench:
 	@scripts/deps.sh bench
 	bench/run.sh
+	bench/run-policies.sh
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

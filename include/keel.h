@@ -11,5 +11,15 @@
 #include <keel/clock.h>
 #include <keel/cancel.h>
 #include <keel/policy.h>
+#include <keel/backoff.h>
+#include <keel/retry.h>
+#include <keel/breaker.h>
+#include <keel/fallback.h>
+#include <keel/timeout.h>
+#include <keel/bulkhead.h>
+#include <keel/ratelimit.h>
+#include <keel/budget.h>
+#include <keel/chaos.h>
+#include <keel/pipeline.h>
 
 #endif /* KEEL_H */

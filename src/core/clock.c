@@ -84,9 +84,28 @@ static int sys_wait_until(const struct keel_clock *c, int64_t deadline,
 
 static const struct keel_clock system_clock = { sys_now, sys_wait_until };
 
+static int64_t coarse_now(const struct keel_clock *c)
+{
+	struct timespec ts;
+
+	(void)c;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ts_ns(&ts);
+}
+
+/* Waits are the system clock's: CLOCK_MONOTONIC_COARSE never runs ahead of
+ * CLOCK_MONOTONIC, so a deadline taken from it is never late, only up to
+ * one tick early. */
+static const struct keel_clock coarse_clock = { coarse_now, sys_wait_until };
+
 const struct keel_clock *keel_clock_system(void)
 {
 	return &system_clock;
+}
+
+const struct keel_clock *keel_clock_coarse(void)
+{
+	return &coarse_clock;
 }
 
 int64_t keel_clock_now(const struct keel_clock *c)

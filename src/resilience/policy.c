@@ -102,7 +102,7 @@ void keel_policy_free(struct keel_policy *p)
 }
 
 /* The calling thread's counter row, cached per thread. */
-static __thread int my_slot = -2;
+static __thread int my_slot __attribute__((tls_model("initial-exec"))) = -2;
 
 void keel__policy_add(struct keel_policy *p, unsigned field)
 {

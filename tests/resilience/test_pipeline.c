@@ -154,3 +154,90 @@ TEST(empty_pipeline_runs_the_call)
 	CHECK_INT(o.attempts, ==, 1);
 	keel_pipeline_free(pl);
 }
+
+/* ------------------------------------------------------------------------
+ * The three tiers
+ * ------------------------------------------------------------------------ */
+
+static int down_calls;
+
+static int op_down(struct keel_exec *x, void *arg)
+{
+	(void)x;
+	(void)arg;
+	down_calls++;
+	return -ECONNREFUSED;
+}
+
+static void check_tier(enum keel_tier tier, int attempts, int64_t wait_lo,
+		       int64_t wait_hi, enum keel_policy_kind kinds[], int nkinds)
+{
+	struct keel_pipeline *pl;
+	struct keel_policy *const *ps;
+	struct keel_outcome o;
+	int i;
+
+	keel_vclock_init(&vc, 0);
+	CHECK_INT(keel_pipeline_preset(tier, "tier", &vc.clock, &pl), ==, 0);
+	CHECK_INT(keel_pipeline_policies(pl, &ps), ==, nkinds);
+	for (i = 0; i < nkinds; i++)
+		CHECK_INT(keel_policy_kind(ps[i]), ==, kinds[i]);
+	down_calls = 0;
+	CHECK_INT(keel_pipeline_execute(pl, op_down, NULL, NULL, &o), ==,
+		  -ECONNREFUSED);
+	CHECK_INT(o.attempts, ==, attempts);
+	CHECK_INT(down_calls, ==, attempts);
+	CHECK(keel_vclock_slept(&vc) >= wait_lo);
+	CHECK(keel_vclock_slept(&vc) <= wait_hi);
+	keel_pipeline_free(pl);
+	keel_test_leak_check();
+}
+
+TEST(preset_light)
+{
+	enum keel_policy_kind k[] = { KEEL_POLICY_RETRY };
+
+	check_tier(KEEL_TIER_LIGHT, 2, 500 * KEEL_MSEC, 500 * KEEL_MSEC, k, 1);
+}
+
+TEST(preset_readonly)
+{
+	enum keel_policy_kind k[] = { KEEL_POLICY_RETRY };
+
+	check_tier(KEEL_TIER_READONLY, 2, 0, 0, k, 1);
+}
+
+TEST(preset_core_has_a_breaker_that_opens)
+{
+	enum keel_policy_kind k[] = { KEEL_POLICY_RETRY, KEEL_POLICY_BREAKER };
+	struct keel_pipeline *pl;
+	struct keel_outcome o;
+	int i, rejected = 0;
+
+	/* 3 attempts; full jitter keeps each wait within 100 ms, 200 ms. */
+	check_tier(KEEL_TIER_CORE, 3, 0, 300 * KEEL_MSEC, k, 2);
+	keel_vclock_init(&vc, 0);
+	CHECK_INT(keel_pipeline_preset(KEEL_TIER_CORE, "core", &vc.clock, &pl),
+		  ==, 0);
+	down_calls = 0;
+	for (i = 0; i < 10; i++) {
+		keel_pipeline_execute(pl, op_down, NULL, NULL, &o);
+		rejected += o.code == KEEL_EBREAKER_OPEN;
+	}
+	/* 5 failures in a row open it: call 1 makes 3 attempts, call 2 two
+	 * more and its third attempt is refused (so call 2 ends with
+	 * KEEL_EBREAKER_OPEN too); after that nothing reaches the service and
+	 * retry does not hammer the open breaker. */
+	CHECK_INT(down_calls, ==, 5);
+	CHECK_INT(rejected, ==, 9);
+	keel_pipeline_free(pl);
+}
+
+TEST(preset_bad_tier)
+{
+	struct keel_pipeline *pl = (void *)1;
+
+	CHECK_INT(keel_pipeline_preset((enum keel_tier)42, "x", NULL, &pl), ==,
+		  -EINVAL);
+	CHECK(pl == NULL);
+}
