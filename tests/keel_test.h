@@ -174,6 +174,50 @@ static inline void keel_test_ev_addf(const char *fmt, ...)
 	keel_test_ev_add(buf);
 }
 
+/*
+ * Allocation counting, for tests that prove a path allocates nothing. A test
+ * file that defines KEEL_TEST_COUNT_ALLOCATIONS before including this header
+ * replaces malloc, calloc and realloc for the whole process (libkeel's calls
+ * included) with versions that count while keel_test_counting is set.
+ * Sanitizer builds own malloc, so there KEEL_TEST_CAN_COUNT is 0 and such
+ * tests skip.
+ */
+#if defined(KEEL_TEST_COUNT_ALLOCATIONS) && !defined(KEEL_TEST_ASAN) &&       \
+	!defined(KEEL_TEST_TSAN)
+#define KEEL_TEST_CAN_COUNT 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+static int keel_test_counting;
+static unsigned long keel_test_allocations;
+
+static inline void keel_test_count_one(void)
+{
+	if (__atomic_load_n(&keel_test_counting, __ATOMIC_RELAXED))
+		__atomic_add_fetch(&keel_test_allocations, 1, __ATOMIC_RELAXED);
+}
+
+void *malloc(size_t n)
+{
+	keel_test_count_one();
+	return __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t size)
+{
+	keel_test_count_one();
+	return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t n)
+{
+	keel_test_count_one();
+	return __libc_realloc(p, n);
+}
+#else
+#define KEEL_TEST_CAN_COUNT 0
+#endif
+
 /* What a child run produced. */
 struct keel_child {
 	int status;     /* raw wait status */

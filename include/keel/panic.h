@@ -110,6 +110,9 @@ KEEL_API void keel_defer_mutex_unlock(void *mutex);  /* pthread_mutex_t * */
 /*
  * keel_panic - starts a panic with a copy of msg as its message.
  * keel_panic(NULL) panics with "panic called with nil argument".
+ * A message of up to 127 bytes is kept in the panic record, which comes from
+ * a per-thread pool, so a warm thread panics without allocating; a longer
+ * message is copied to the heap (truncated to 127 bytes if that fails).
  */
 KEEL_API KEEL_NORETURN void keel_panic(const char *msg);
 KEEL_API KEEL_NORETURN void keel_panicf(const char *fmt, ...) KEEL_PRINTF(1, 2);

@@ -10,6 +10,7 @@
 
 #include <keel.h>
 #include <keel/retry.h>
+#define KEEL_TEST_COUNT_ALLOCATIONS 1
 #include "keel_test.h"
 
 #define MS KEEL_MSEC
@@ -1433,40 +1434,9 @@ TEST(retry_inside_retry_multiplies)
  * A call allocates nothing
  * ======================================================================== */
 
-#if !defined(KEEL_TEST_ASAN) && !defined(KEEL_TEST_TSAN)
-/* Counts malloc, calloc and realloc while `counting` is set, for the whole
- * process: these definitions interpose libc's, libkeel's calls included. */
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t n);
-static int counting;
-static unsigned long allocations;
-
-void *malloc(size_t n)
-{
-	if (__atomic_load_n(&counting, __ATOMIC_RELAXED))
-		__atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
-	return __libc_malloc(n);
-}
-
-void *calloc(size_t n, size_t size)
-{
-	if (__atomic_load_n(&counting, __ATOMIC_RELAXED))
-		__atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
-	return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t n)
-{
-	if (__atomic_load_n(&counting, __ATOMIC_RELAXED))
-		__atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
-	return __libc_realloc(p, n);
-}
-#endif
-
 TEST(a_call_allocates_nothing)
 {
-#if defined(KEEL_TEST_ASAN) || defined(KEEL_TEST_TSAN)
+#if !KEEL_TEST_CAN_COUNT
 	KEEL_TEST_SKIP("the sanitizer owns malloc; counted in the plain builds");
 #else
 	struct keel_vclock vc;
@@ -1487,17 +1457,17 @@ TEST(a_call_allocates_nothing)
 	seeded = mk(&cfg);
 	keel_cancel_init(&tok, &vc.clock, NULL);
 	/* Make sure the counter works at all. */
-	counting = 1;
+	keel_test_counting = 1;
 	probe = alloc(16); /* through a volatile pointer: not optimised away */
-	counting = 0;
+	keel_test_counting = 0;
 	free(probe);
-	CHECK_INT(allocations, ==, 1);
-	allocations = 0;
+	CHECK_INT(keel_test_allocations, ==, 1);
+	keel_test_allocations = 0;
 	for (i = 0; i < 2; i++) {
 		struct script ok = { .codes = { 0 }, .n = 1 };
 		struct script retried = { .codes = { -EIO, -EIO, 0 }, .n = 3 };
 
-		counting = i; /* the first round warms up keel's per-thread state */
+		keel_test_counting = i; /* the first round warms up keel's per-thread state */
 		CHECK_INT(keel_policy_execute(p, op_script, &ok, &tok, NULL), ==,
 			  0);
 		CHECK_INT(keel_policy_execute(p, op_script, &retried, &tok, NULL),
@@ -1507,8 +1477,8 @@ TEST(a_call_allocates_nothing)
 					      NULL),
 			  ==, 0);
 	}
-	counting = 0;
-	CHECK_INT(allocations, ==, 0);
+	keel_test_counting = 0;
+	CHECK_INT(keel_test_allocations, ==, 0);
 	keel_cancel_destroy(&tok);
 	keel_policy_free(p);
 	keel_policy_free(seeded);
