@@ -241,6 +241,17 @@ struct keel__chain {
  * panic-catching scope. Resets *out before the call. */
 KEEL_API void keel__chain_next(struct keel__chain *c, struct keel_exec *x,
 			       struct keel_outcome *out);
+/*
+ * keel__policy_alloc - zeroed memory for a policy struct of `size` bytes
+ * (struct keel_policy first), `extra` bytes after it for the policy's own
+ * use, then a copy of the name (NULL: the kind's name); the base is
+ * initialised. NULL when out of memory. Freed with free().
+ */
+KEEL_API void *keel__policy_alloc(size_t size, size_t extra,
+				  const struct keel_policy_ops *ops,
+				  const char *name,
+				  const struct keel_clock *clock,
+				  keel_event_fn on_event, void *event_ud);
 KEEL_API void keel__policy_init(struct keel_policy *p,
 				const struct keel_policy_ops *ops,
 				const char *name, const struct keel_clock *clock,
@@ -256,6 +267,9 @@ KEEL_API void keel__policy_count(struct keel_policy *p, const struct keel_exec *
 KEEL_API void keel__policy_add(struct keel_policy *p, unsigned field);
 KEEL_API int keel__classify(keel_classify_fn fn, void *ud,
 			    const struct keel_outcome *o);
+/* Clears what one attempt left in *out (code, result, panic, retry_after,
+ * decided_by); attempts and elapsed carry on. */
+KEEL_API void keel__outcome_clear(struct keel_outcome *out);
 /* Sets *out to a rejection by policy kind with code. */
 KEEL_API void keel__outcome_reject(struct keel_outcome *out,
 				   enum keel_policy_kind by, int code);

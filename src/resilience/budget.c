@@ -28,7 +28,6 @@ struct budget {
 	int64_t tokens;      /* atomic, thousandths */
 	int active;          /* atomic: attempts in flight (PERCENT) */
 	int retries;         /* atomic: retries in flight (PERCENT) */
-	char name[];
 };
 
 static const struct keel_policy_ops budget_ops;
@@ -175,21 +174,16 @@ int keel_budget_new(const struct keel_budget_config *cfg,
 		    struct keel_policy **out)
 {
 	struct budget *b;
-	size_t len;
 
 	if (out == NULL)
 		return -EINVAL;
 	*out = NULL;
 	if (cfg == NULL || !config_ok(cfg))
 		return -EINVAL;
-	len = cfg->name != NULL ? strlen(cfg->name) + 1 : 0;
-	b = calloc(1, sizeof(*b) + len);
+	b = keel__policy_alloc(sizeof(*b), 0, &budget_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (b == NULL)
 		return -ENOMEM;
-	if (len > 0)
-		memcpy(b->name, cfg->name, len);
-	keel__policy_init(&b->base, &budget_ops, len > 0 ? b->name : NULL,
-			  cfg->clock, cfg->on_event, cfg->event_ud);
 	b->mode = cfg->mode;
 	b->classify = cfg->classify;
 	b->classify_ud = cfg->classify_ud;

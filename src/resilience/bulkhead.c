@@ -44,7 +44,6 @@ struct bulkhead {
 	int waiting;            /* atomic reads; written under mu */
 	pthread_mutex_t mu;
 	struct waiter *head, *tail;
-	char name[];
 };
 
 static const struct keel_policy_ops bulkhead_ops;
@@ -212,7 +211,6 @@ int keel_bulkhead_new(const struct keel_bulkhead_config *cfg,
 		      struct keel_policy **out)
 {
 	struct bulkhead *b;
-	size_t len;
 
 	if (out == NULL)
 		return -EINVAL;
@@ -220,14 +218,10 @@ int keel_bulkhead_new(const struct keel_bulkhead_config *cfg,
 	if (cfg == NULL || cfg->max_concurrent < 1 || cfg->max_wait < 0 ||
 	    cfg->max_waiting < 0)
 		return -EINVAL;
-	len = cfg->name != NULL ? strlen(cfg->name) + 1 : 0;
-	b = calloc(1, sizeof(*b) + len);
+	b = keel__policy_alloc(sizeof(*b), 0, &bulkhead_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (b == NULL)
 		return -ENOMEM;
-	if (len > 0)
-		memcpy(b->name, cfg->name, len);
-	keel__policy_init(&b->base, &bulkhead_ops, len > 0 ? b->name : NULL,
-			  cfg->clock, cfg->on_event, cfg->event_ud);
 	b->max_concurrent = cfg->max_concurrent;
 	b->max_wait = cfg->max_wait;
 	b->max_waiting = cfg->max_waiting;

@@ -117,19 +117,14 @@ int keel_fallback_new(const struct keel_fallback_config *cfg,
 		      struct keel_policy **out)
 {
 	struct fallback *f;
-	const char *name;
 
 	*out = NULL;
 	if (cfg == NULL || cfg->nsteps <= 0 || cfg->nsteps > KEEL_FALLBACK_MAX)
 		return -EINVAL;
-	name = cfg->name != NULL ? cfg->name : "fallback";
-	f = calloc(1, sizeof(*f) + strlen(name) + 1);
+	f = keel__policy_alloc(sizeof(*f), 0, &fallback_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (f == NULL)
 		return -ENOMEM;
-	/* The name is copied, as every policy does. */
-	memcpy(f + 1, name, strlen(name) + 1);
-	keel__policy_init(&f->base, &fallback_ops, (const char *)(f + 1), cfg->clock,
-			  cfg->on_event, cfg->event_ud);
 	f->handle_if = cfg->handle_if;
 	f->handle_ud = cfg->handle_ud;
 	memcpy(f->steps, cfg->steps, sizeof(f->steps));

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <keel/policy.h>
@@ -93,6 +94,26 @@ void keel__policy_init(struct keel_policy *p, const struct keel_policy_ops *ops,
 	p->clock = clock != NULL ? clock : keel_clock_system();
 	p->on_event = on_event;
 	p->event_ud = event_ud;
+}
+
+void *keel__policy_alloc(size_t size, size_t extra,
+			 const struct keel_policy_ops *ops, const char *name,
+			 const struct keel_clock *clock, keel_event_fn on_event,
+			 void *event_ud)
+{
+	size_t len;
+	char *mem;
+
+	if (name == NULL)
+		name = keel_policy_kind_name(ops->kind);
+	len = strlen(name) + 1;
+	mem = calloc(1, size + extra + len);
+	if (mem == NULL)
+		return NULL;
+	memcpy(mem + size + extra, name, len);
+	keel__policy_init((struct keel_policy *)(void *)mem, ops,
+			  mem + size + extra, clock, on_event, event_ud);
+	return mem;
 }
 
 void keel_policy_free(struct keel_policy *p)
@@ -199,15 +220,22 @@ int keel__classify(keel_classify_fn fn, void *ud, const struct keel_outcome *o)
 	return o->code != 0;
 }
 
-void keel__outcome_reject(struct keel_outcome *out, enum keel_policy_kind by,
-			  int code)
+void keel__outcome_clear(struct keel_outcome *out)
 {
-	out->code = code;
+	out->code = 0;
 	out->result = NULL;
 	out->panicked = 0;
 	out->panic_kind = KEEL_PANIC_MESSAGE;
 	out->panic_msg[0] = '\0';
 	out->retry_after = 0;
+	out->decided_by = KEEL_POLICY_NONE;
+}
+
+void keel__outcome_reject(struct keel_outcome *out, enum keel_policy_kind by,
+			  int code)
+{
+	keel__outcome_clear(out);
+	out->code = code;
 	out->decided_by = by;
 }
 
@@ -217,14 +245,8 @@ void keel__outcome_reject(struct keel_outcome *out, enum keel_policy_kind by,
 
 static void outcome_init(struct keel_outcome *out)
 {
-	out->code = 0;
-	out->result = NULL;
-	out->panicked = 0;
-	out->panic_kind = KEEL_PANIC_MESSAGE;
-	out->panic_msg[0] = '\0';
-	out->retry_after = 0;
+	keel__outcome_clear(out);
 	out->attempts = 0;
-	out->decided_by = KEEL_POLICY_NONE;
 	out->elapsed = 0;
 }
 

@@ -23,7 +23,6 @@ struct ratelimit {
 	int64_t span;     /* burst * interval */
 	int64_t max_wait;
 	int64_t tat;      /* atomic */
-	char name[];
 };
 
 #define REFUSED INT64_MIN
@@ -147,7 +146,6 @@ int keel_ratelimit_new(const struct keel_ratelimit_config *cfg,
 {
 	struct ratelimit *rl;
 	int64_t interval, burst;
-	size_t len;
 
 	if (out == NULL)
 		return -EINVAL;
@@ -171,14 +169,10 @@ int keel_ratelimit_new(const struct keel_ratelimit_config *cfg,
 	/* span, and tat's lead over now, must stay far from overflow. */
 	if (burst > (KEEL_NEVER / 4) / interval)
 		return -EINVAL;
-	len = cfg->name != NULL ? strlen(cfg->name) + 1 : 0;
-	rl = calloc(1, sizeof(*rl) + len);
+	rl = keel__policy_alloc(sizeof(*rl), 0, &ratelimit_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (rl == NULL)
 		return -ENOMEM;
-	if (len > 0)
-		memcpy(rl->name, cfg->name, len);
-	keel__policy_init(&rl->base, &ratelimit_ops, len > 0 ? rl->name : NULL,
-			  cfg->clock, cfg->on_event, cfg->event_ud);
 	rl->interval = interval;
 	rl->burst = burst;
 	rl->span = burst * interval;

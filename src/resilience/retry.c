@@ -29,7 +29,6 @@ struct keel_retry {
 	void *on_retry_ud;
 	uint64_t seed;
 	uint64_t streams; /* atomic: seeded jitter streams handed out */
-	char name[];
 };
 
 /* What one call keeps between its attempts. */
@@ -131,18 +130,6 @@ static int plan(struct keel_retry *r, struct retry_call *c,
 	return *until == KEEL_NEVER || *until >= c->end || *until >= deadline;
 }
 
-/* Clears what the last attempt left, so the next one's outcome is its own.
- * attempts (calls made so far) and elapsed carry on. */
-static void outcome_reset(struct keel_outcome *out)
-{
-	out->code = 0;
-	out->result = NULL;
-	out->panicked = 0;
-	out->panic_kind = KEEL_PANIC_MESSAGE;
-	out->panic_msg[0] = '\0';
-	out->retry_after = 0;
-	out->decided_by = KEEL_POLICY_NONE;
-}
 
 static int classify(struct keel_retry *r, const struct keel_outcome *out)
 {
@@ -191,7 +178,7 @@ static void run(struct keel_retry *r, struct retry_call *c,
 		/* Timeouts inside measure each attempt from its own start. */
 		if (x->timed)
 			x->start = x->clock->now(x->clock);
-		outcome_reset(out);
+		keel__outcome_clear(out);
 		keel__policy_add(&r->base, KEEL__STAT(retries));
 	}
 }
@@ -261,9 +248,7 @@ static int config_check(const struct keel_retry_config *cfg)
 int keel_retry_new(const struct keel_retry_config *cfg,
 		   struct keel_policy **out)
 {
-	const char *name;
 	struct keel_retry *r;
-	size_t len;
 	int err;
 
 	if (out == NULL)
@@ -273,15 +258,10 @@ int keel_retry_new(const struct keel_retry_config *cfg,
 		return -EINVAL;
 	if ((err = config_check(cfg)) != 0)
 		return err;
-	name = cfg->name != NULL ? cfg->name
-				 : keel_policy_kind_name(KEEL_POLICY_RETRY);
-	len = strlen(name);
-	r = malloc(sizeof(*r) + len + 1);
+	r = keel__policy_alloc(sizeof(*r), 0, &retry_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (r == NULL)
 		return -ENOMEM;
-	memcpy(r->name, name, len + 1);
-	keel__policy_init(&r->base, &retry_ops, r->name, cfg->clock,
-			  cfg->on_event, cfg->event_ud);
 	r->max_attempts = cfg->max_attempts;
 	r->honour_retry_after = cfg->honour_retry_after != 0;
 	r->backoff = cfg->backoff;

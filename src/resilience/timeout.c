@@ -58,19 +58,14 @@ int keel_timeout_new(const struct keel_timeout_config *cfg,
 		     struct keel_policy **out)
 {
 	struct timeout *t;
-	const char *name;
 
 	*out = NULL;
 	if (cfg == NULL || cfg->timeout <= 0)
 		return -EINVAL;
-	name = cfg->name != NULL ? cfg->name : "timeout";
-	t = calloc(1, sizeof(*t) + strlen(name) + 1);
+	t = keel__policy_alloc(sizeof(*t), 0, &timeout_ops, cfg->name, cfg->clock,
+			      cfg->on_event, cfg->event_ud);
 	if (t == NULL)
 		return -ENOMEM;
-	/* The name is copied, as every policy does. */
-	memcpy(t + 1, name, strlen(name) + 1);
-	keel__policy_init(&t->base, &timeout_ops, (const char *)(t + 1), cfg->clock,
-			  cfg->on_event, cfg->event_ud);
 	t->timeout = cfg->timeout;
 	t->keep_late_success = cfg->keep_late_success;
 	t->base.needs_time = 1;
