@@ -30,7 +30,9 @@
  * KEEL_POLICY_BUDGET, a KEEL_EV_REJECTED event and the rejections counter.
  * KEEL_EBUDGET is not worth retrying (retrying it at once would be refused
  * again, and waiting is the backoff's job, not the budget's): the retry
- * policy treats it as final, and a custom retry classifier should too.
+ * policy stops there and hands back the previous attempt's failure (its
+ * code, result and panic details) with decided_by KEEL_POLICY_BUDGET, so
+ * the caller sees what went wrong and who stopped the retries.
  *
  * Which outcomes count as failures (take a token) is decided by classify,
  * default any non-zero code, panics included. Attempts rejected by policies

@@ -140,7 +140,9 @@ KEEL_API int keel_retry_new(const struct keel_retry_config *cfg,
  *   KEEL_EBREAKER_OPEN  a breaker inside the retry refused: calling again at
  *                       once would only be refused again, and hammering an
  *                       open breaker defeats it;
- *   KEEL_EBUDGET        the retry budget said no more retries;
+ *   KEEL_EBUDGET        the retry budget said no more retries (retry then
+ *                       returns the previous attempt's failure, decided_by
+ *                       KEEL_POLICY_BUDGET);
  *   -ECANCELED          the call was cancelled: nobody wants the answer.
  * Bulkhead-full and rate-limited failures are retried: waiting a backoff
  * is what they call for. Successes are never retried. ud is unused, so a

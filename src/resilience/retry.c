@@ -153,6 +153,7 @@ static void run(struct keel_retry *r, struct retry_call *c,
 {
 	int64_t delay, until;
 	int attempt;
+	struct keel_outcome prev;
 
 	for (attempt = 1;; attempt++) {
 		/* Inner policies may narrow these for their own attempt. */
@@ -161,6 +162,20 @@ static void run(struct keel_retry *r, struct retry_call *c,
 		x->deadline = c->deadline;
 		keel__chain_next(next, x, out);
 		x->attempt = attempt;
+		if (KEEL_UNLIKELY(attempt > 1 && out->code == KEEL_EBUDGET &&
+				  out->decided_by == KEEL_POLICY_BUDGET)) {
+			/* The budget refused this retry: the caller is better
+			 * served by the last real failure than by "no budget";
+			 * decided_by still says the budget ended it. */
+			int attempts = out->attempts;
+
+			*out = prev;
+			out->attempts = attempts;
+			out->decided_by = KEEL_POLICY_BUDGET;
+			keel__policy_emit(&r->base, KEEL_EV_GIVE_UP, x, out, 0,
+					  0, 0);
+			return;
+		}
 		if (KEEL_LIKELY(!classify(r, out)))
 			return;
 		if (plan(r, c, x, out, attempt, &delay, &until)) {
@@ -178,6 +193,7 @@ static void run(struct keel_retry *r, struct retry_call *c,
 		/* Timeouts inside measure each attempt from its own start. */
 		if (x->timed)
 			x->start = x->clock->now(x->clock);
+		prev = *out;
 		keel__outcome_clear(out);
 		keel__policy_add(&r->base, KEEL__STAT(retries));
 	}

@@ -419,9 +419,11 @@ TEST(inside_the_retry_policy)
 	keel_pipeline_config_add(&pc, retry);
 	CHECK_INT(keel_pipeline_new(&pc, &pl), ==, 0);
 	/* 4 tokens: the first attempt fails (3 left), the first retry goes
-	 * and fails (2 left, not above half), the second retry is refused. */
+	 * and fails (2 left, not above half), the second retry is refused.
+	 * The caller gets the last real failure, and who stopped the retries. */
 	CHECK_INT(keel_pipeline_execute(pl, op_code, (void *)(intptr_t)-EIO,
-					NULL, &o), ==, KEEL_EBUDGET);
+					NULL, &o), ==, -EIO);
+	CHECK_INT(o.decided_by, ==, KEEL_POLICY_BUDGET);
 	CHECK_INT(o.attempts, ==, 2);
 	CHECK_INT(ran, ==, 2);
 	check_tokens(budget, 2.0);
