@@ -21,5 +21,7 @@
 #include <keel/budget.h>
 #include <keel/chaos.h>
 #include <keel/pipeline.h>
+#include <keel/go.h>
+#include <keel/group.h>
 
 #endif /* KEEL_H */

@@ -216,6 +216,10 @@ KEEL_API int keel_panic_on_fault(int on);
  * ------------------------------------------------------------------------ */
 
 KEEL_API KEEL_NORETURN void keel__panic_index(int64_t i, int64_t len);
+/* For keel's own layers: panics with msg and the given kind, as when a task
+ * group re-raises a task's nil dereference in the waiter. */
+KEEL_API KEEL_NORETURN void keel__panic_as(enum keel_panic_kind kind,
+					   const char *msg);
 
 /*
  * keel_index - returns i when 0 <= i < len, else panics with

@@ -317,6 +317,11 @@ void keel__panic_kind(enum keel_panic_kind kind, const char *msg)
 	panic_run(t, p);
 }
 
+void keel__panic_as(enum keel_panic_kind kind, const char *msg)
+{
+	keel__panic_kind(kind, msg != NULL ? msg : "<nil>");
+}
+
 void keel_panic(const char *msg)
 {
 	if (msg == NULL)
