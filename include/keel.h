@@ -23,5 +23,6 @@
 #include <keel/pipeline.h>
 #include <keel/go.h>
 #include <keel/group.h>
+#include <keel/pool.h>
 
 #endif /* KEEL_H */
