@@ -48,6 +48,7 @@ bench:
 	@scripts/deps.sh bench
 	bench/run.sh
 	bench/run-policies.sh
+	bench/run-pool.sh
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
