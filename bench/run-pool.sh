@@ -21,35 +21,10 @@
 # ran, whatever the numbers.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${KEEL_BENCH_BUILD:-$root/build-bench}
-case "$build" in /*) ;; *) build=$root/$build ;; esac
-gobuild=$build/go
-
-# --- Go ----------------------------------------------------------------------
-go=${GO:-}
-if [[ -z "$go" ]]; then
-	if [[ -x /usr/lib/go-1.19/bin/go ]]; then
-		go=/usr/lib/go-1.19/bin/go
-	else
-		go=$(command -v go || true)
-	fi
-fi
-if [[ -z "$go" || ! -x "$go" ]]; then
-	echo "bench: Go is not installed${GO:+ (GO=$GO is not an executable)}; the benchmark compares keel with Go." >&2
-	echo "bench: install it with: scripts/deps.sh bench   (Debian package golang-1.19-go)" >&2
-	exit 2
-fi
-
-# Everything Go writes stays in the build folder, and nothing is fetched.
-gorun() {
-	env -u GOTOOLCHAIN -u GOFLAGS \
-		GOCACHE="$gobuild/cache" GOPATH="$gobuild/path" \
-		GOENV=off GOPROXY=off GO111MODULE=on "$go" "$@"
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- build -------------------------------------------------------------------
-mkdir -p "$build" "$gobuild"
 log=$build/bench-pool-build.log
 echo "bench: building in $build (log: $log)"
 if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
