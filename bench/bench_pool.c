@@ -54,7 +54,8 @@ static int verbose; /* KEEL_BENCH_VERBOSE: every run on stderr */
 
 static void die(const char *what, int err)
 {
-	fprintf(stderr, "bench_pool: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	fprintf(stderr, "bench_pool: %s: %s\n", what,
+		strerror(err < 0 ? -err : err));
 	exit(1);
 }
 
@@ -189,7 +190,8 @@ static int plain_pool_new(int nthreads, size_t cap, struct plain_pool **out)
 }
 
 /* Blocks while the queue is full; -ESHUTDOWN once shutdown began. */
-static int plain_pool_submit(struct plain_pool *p, void (*fn)(void *), void *arg)
+static int plain_pool_submit(struct plain_pool *p, void (*fn)(void *),
+			     void *arg)
 {
 	pthread_mutex_lock(&p->lock);
 	while (p->count == p->cap && !p->stopping)
@@ -321,7 +323,9 @@ static void plain_close(void *pool, unsigned long n)
 	plain_pool_free(pool);
 }
 
-static const struct pool_ops plain_ops = { plain_open, plain_submit, plain_close };
+static const struct pool_ops plain_ops = {
+	plain_open, plain_submit, plain_close
+};
 
 struct bench_case {
 	const char *name;
@@ -383,7 +387,8 @@ static double run_once(const struct bench_case *c, long n)
 	for (int i = 0; i < c->producers; i++) {
 		prod[i] = (struct producer){ c->ops, pool, n / c->producers,
 					     &start, 0 };
-		err = pthread_create(&prod[i].thread, NULL, producer_main, &prod[i]);
+		err = pthread_create(&prod[i].thread, NULL, producer_main,
+				     &prod[i]);
 		if (err != 0)
 			die("pthread_create", err);
 	}

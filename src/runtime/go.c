@@ -68,8 +68,12 @@ static void go_recover(void *arg)
 	struct keel_thread *t = arg;
 	const struct keel_panic *p = keel_recover();
 
-	if (p != NULL)
+	if (p != NULL) {
+		/* Only a panic the handler got counts: fn's own deferred
+		 * calls may recover one, and then fn simply returned. */
+		t->panicked = 1;
 		t->on_panic(p, t->panic_ud);
+	}
 }
 
 static void go_guarded(void *arg)
@@ -98,7 +102,7 @@ static void *go_main(void *arg)
 	if (t->on_panic != NULL) {
 		/* The handler is promised the stack where the panic began. */
 		keel_panic_capture_stacks(1);
-		t->panicked = keel_call(go_guarded, t);
+		(void)keel_call(go_guarded, t);
 	} else {
 		(void)keel_call(go_plain, t);
 	}

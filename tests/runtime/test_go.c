@@ -895,3 +895,39 @@ TEST(handler_that_panics_crashes)
 		KEEL_TEST_FAIL("report does not start with:\n%s--- got:\n%s",
 			       want, ch.out);
 }
+
+/* fn recovers its own panic in a deferred call of its own: the thread
+ * returned normally as far as join and the handler are concerned. */
+static int self_handler_calls;
+
+static void self_handler(const struct keel_panic *p, void *ud)
+{
+	(void)p;
+	(void)ud;
+	self_handler_calls++;
+}
+
+static void self_recover(void *arg)
+{
+	(void)arg;
+	(void)keel_recover();
+}
+
+static void recovers_itself(void *arg)
+{
+	(void)arg;
+	keel_defer(self_recover, NULL);
+	keel_panic("handled inside fn");
+}
+
+TEST(join_counts_only_panics_the_handler_got)
+{
+	struct keel_go_options opt;
+	struct keel_thread *t;
+
+	keel_go_options_init(&opt);
+	opt.on_panic = self_handler;
+	CHECK_INT(keel_go(recovers_itself, NULL, &opt, &t), ==, 0);
+	CHECK_INT(keel_go_join(t), ==, 0);
+	CHECK_INT(self_handler_calls, ==, 0);
+}
