@@ -24,28 +24,9 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# --- build -------------------------------------------------------------------
-log=$build/bench-pool-build.log
-echo "bench: building in $build (log: $log)"
-if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
-       cmake --build "$build" --target bench_pool -j "$(nproc)"; } >"$log" 2>&1; then
-	tail -n 30 "$log" >&2
-	echo "bench: building bench_pool failed (see $log)" >&2
-	exit 1
-fi
-if ! (cd "$root/bench/go" && gorun build -o "$gobuild/poolbench" ./poolbench) >>"$log" 2>&1; then
-	tail -n 30 "$log" >&2
-	echo "bench: building the Go benchmark failed (see $log)" >&2
-	exit 1
-fi
-
-# --- machine -----------------------------------------------------------------
-cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
-cc_version=$("${cc:-cc}" --version 2>/dev/null | head -n 1)
-go_version=$(gorun version)
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
-libc=$(ldd --version 2>/dev/null | head -n 1 || true)
-stamp=$(date '+%Y-%m-%d %H:%M:%S %Z')
+# --- build and machine ---------------------------------------------------------
+build_both bench_pool poolbench "$build/bench-pool-build.log"
+describe_machine
 
 # --- run ---------------------------------------------------------------------
 # Case by case, keel, the plain pool, then Go's two forms, so that both

@@ -18,28 +18,9 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# --- build -------------------------------------------------------------------
-log=$build/bench-build.log
-echo "bench: building in $build (log: $log)"
-if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
-       cmake --build "$build" --target bench_panic -j "$(nproc)"; } >"$log" 2>&1; then
-	tail -n 30 "$log" >&2
-	echo "bench: building bench_panic failed (see $log)" >&2
-	exit 1
-fi
-if ! (cd "$root/bench/go" && gorun build -o "$gobuild/panicbench" ./panicbench) >>"$log" 2>&1; then
-	tail -n 30 "$log" >&2
-	echo "bench: building the Go benchmark failed (see $log)" >&2
-	exit 1
-fi
-
-# --- machine -----------------------------------------------------------------
-cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
-cc_version=$("${cc:-cc}" --version 2>/dev/null | head -n 1)
-go_version=$(gorun version)
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
-libc=$(ldd --version 2>/dev/null | head -n 1 || true)
-stamp=$(date '+%Y-%m-%d %H:%M:%S %Z')
+# --- build and machine ---------------------------------------------------------
+build_both bench_panic panicbench "$build/bench-build.log"
+describe_machine
 
 # --- run ---------------------------------------------------------------------
 # Case by case, keel then Go, so that both sides of a ratio see the machine
