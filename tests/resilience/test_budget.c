@@ -21,6 +21,7 @@
 #include <keel/retry.h>
 #include <keel/timeout.h>
 #include "keel_test.h"
+#include "policy_check.h"
 
 /* ------------------------------------------------------------------------
  * A minimal outer policy that numbers the attempt
@@ -118,15 +119,6 @@ static void check_tokens(struct keel_policy *p, double want)
 
 	if (fabs(got - want) > 1e-9)
 		KEEL_TEST_FAIL("tokens %.4f, want %.4f", got, want);
-}
-
-static void check_invariant(struct keel_policy *p)
-{
-	struct keel_policy_stats st;
-
-	keel_policy_stats(p, &st);
-	CHECK_INT(st.calls, ==, st.successes + st.failures + st.panics +
-				      st.rejections);
 }
 
 /* ------------------------------------------------------------------------

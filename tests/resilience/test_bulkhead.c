@@ -15,6 +15,7 @@
 #include <keel/pipeline.h>
 #include <keel/timeout.h>
 #include "keel_test.h"
+#include "policy_check.h"
 
 static struct keel_vclock vc;
 
@@ -31,15 +32,6 @@ static struct keel_policy *make(const struct keel_clock *clock, int max,
 	cfg.max_waiting = max_waiting;
 	CHECK_INT(keel_bulkhead_new(&cfg, &p), ==, 0);
 	return p;
-}
-
-static void check_invariant(struct keel_policy *p)
-{
-	struct keel_policy_stats st;
-
-	keel_policy_stats(p, &st);
-	CHECK_INT(st.calls, ==, st.successes + st.failures + st.panics +
-				      st.rejections);
 }
 
 static void sleep_ms(int ms)

@@ -13,6 +13,7 @@
 #include <keel/ratelimit.h>
 #include <keel/timeout.h>
 #include "keel_test.h"
+#include "policy_check.h"
 
 static struct keel_vclock vc;
 
@@ -64,15 +65,6 @@ static int sweep(struct keel_policy *p, int64_t span, int64_t step)
 		}
 	}
 	return ok;
-}
-
-static void check_invariant(struct keel_policy *p)
-{
-	struct keel_policy_stats st;
-
-	keel_policy_stats(p, &st);
-	CHECK_INT(st.calls, ==, st.successes + st.failures + st.panics +
-				      st.rejections);
 }
 
 /* ------------------------------------------------------------------------
