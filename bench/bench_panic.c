@@ -27,6 +27,8 @@
 
 #include <keel.h>
 
+#include "bench_util.h"
+
 #define NOINLINE __attribute__((noinline))
 #define NO_UBSAN __attribute__((no_sanitize("undefined")))
 
@@ -188,14 +190,6 @@ static const struct bench_case cases[] = {
  * Timing
  * ------------------------------------------------------------------------ */
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 /* Runs the loop n times through the table's pointer; returns the ns taken. */
 static double run_once(const struct bench_case *c, long n)
 {
@@ -203,9 +197,9 @@ static double run_once(const struct bench_case *c, long n)
 	unsigned long before = recovered_count;
 	double t0, t1;
 
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	loop(n);
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	if (c->recovers && recovered_count - before != (unsigned long)n) {
 		fprintf(stderr, "bench_panic: %s: %lu panics recovered, %ld expected\n",
 			c->name, recovered_count - before, n);
@@ -247,23 +241,16 @@ static double bench(const struct bench_case *c, double run_ns)
 
 int main(int argc, char **argv)
 {
-	const char *env = getenv("KEEL_BENCH_RUN_MS");
-	double run_ms = env != NULL ? atof(env) : 150;
+	double run_ms = bench_run_ms();
 	size_t ncases = sizeof(cases) / sizeof(cases[0]);
 
-	if (run_ms <= 0)
-		run_ms = 150;
 	if (keel_init() != 0) {
 		fprintf(stderr, "bench_panic: keel_init failed\n");
 		return 1;
 	}
 	for (size_t i = 0; i < ncases; i++) {
 		const struct bench_case *c = &cases[i];
-		int selected = argc < 2;
-
-		for (int a = 1; a < argc; a++)
-			selected |= strcmp(argv[a], c->name) == 0;
-		if (!selected)
+		if (!bench_selected(argc, argv, c->name))
 			continue;
 		printf("%s %.2f\n", c->name, bench(c, run_ms * 1e6));
 		fflush(stdout);

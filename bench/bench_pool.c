@@ -41,6 +41,8 @@
 #include <time.h>
 
 #include <keel.h>
+
+#include "bench_util.h"
 #include <keel/pool.h>
 
 #define NOINLINE __attribute__((noinline))
@@ -363,14 +365,6 @@ static void *producer_main(void *arg)
 	return NULL;
 }
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 /* Runs n tasks (a multiple of c->producers); returns the ns taken. */
 static double run_once(const struct bench_case *c, long n)
 {
@@ -393,11 +387,11 @@ static double run_once(const struct bench_case *c, long n)
 			die("pthread_create", err);
 	}
 	pthread_barrier_wait(&start);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (int i = 0; i < c->producers; i++)
 		pthread_join(prod[i].thread, NULL);
 	c->ops->close(pool, (unsigned long)n); /* drains: every task ran */
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	pthread_barrier_destroy(&start);
 	done = counters_sum();
 	if (done != (unsigned long)n) {
@@ -450,28 +444,20 @@ static double bench(const struct bench_case *c, double run_ns, long fixed_n)
 
 int main(int argc, char **argv)
 {
-	const char *env = getenv("KEEL_BENCH_RUN_MS");
-	double run_ms = env != NULL ? atof(env) : 150;
+	const char *tasks = getenv("KEEL_BENCH_TASKS");
+	double run_ms = bench_run_ms();
 	size_t ncases = sizeof(cases) / sizeof(cases[0]);
 	int found = 0;
-	long fixed_n;
+	long fixed_n = tasks != NULL ? atol(tasks) : 0;
 
-	if (run_ms <= 0)
-		run_ms = 150;
 	verbose = getenv("KEEL_BENCH_VERBOSE") != NULL;
-	env = getenv("KEEL_BENCH_TASKS");
-	fixed_n = env != NULL ? atol(env) : 0;
 	if (keel_init() != 0) {
 		fprintf(stderr, "bench_pool: keel_init failed\n");
 		return 1;
 	}
 	for (size_t i = 0; i < ncases; i++) {
 		const struct bench_case *c = &cases[i];
-		int selected = argc < 2;
-
-		for (int a = 1; a < argc; a++)
-			selected |= strcmp(argv[a], c->name) == 0;
-		if (!selected)
+		if (!bench_selected(argc, argv, c->name))
 			continue;
 		found++;
 		printf("%s %.0f\n", c->name, bench(c, run_ms * 1e6, fixed_n));
