@@ -204,6 +204,22 @@ KEEL_API int keel_panic_capture_stacks(int on); /* per thread; returns old */
 KEEL_API size_t keel_panic_stack(const struct keel_panic *p, void *const **frames);
 
 /*
+ * keel_frame_resolve - names one address of a stack (from keel_panic_stack
+ * or keel_crash_stack): function, and file:line where the program has debug
+ * information (through libbacktrace when the build found it, else the
+ * dynamic symbol table). The strings are keel's and live until exit.
+ * Returns 1 when the function is known, else 0 (out->pc is always set, the
+ * rest NULL/0). Thread-safe; usable from the crash hook (no malloc).
+ */
+struct keel_frame {
+	void *pc;
+	const char *function; /* NULL: unknown */
+	const char *file;     /* NULL: unknown */
+	int line;             /* 0: unknown */
+};
+KEEL_API int keel_frame_resolve(void *pc, struct keel_frame *out);
+
+/*
  * keel_panic_on_fault - per-thread switch, returns the old value. A SIGSEGV or
  * SIGBUS at an address of 64 KiB or more is a sign of memory corruption, so,
  * as in Go, it crashes the process by default. With the switch on it becomes
@@ -263,6 +279,9 @@ KEEL_API int keel_thread_prepare(void);
  */
 typedef void (*keel_crash_hook_fn)(const struct keel_panic *p, int fd, void *ud);
 KEEL_API void keel_crash_hook_set(keel_crash_hook_fn fn, void *ud);
+/* Inside the crash hook: the frames the crash report printed (innermost
+ * first, keel's own machinery left out); 0 and NULL anywhere else. */
+KEEL_API size_t keel_crash_stack(void *const **frames);
 
 /* ------------------------------------------------------------------------
  * Internals used by the macros above. Not part of the API.

@@ -119,6 +119,10 @@ struct keel_task_options {
 	int64_t deadline;            /* ns from start; 0 = the pool's default */
 	struct keel_cancel *cancel;  /* a parent token for the task's own; may be
 				      * NULL; must outlive the task */
+	void (*on_drop)(void *arg);  /* called with arg, once, if the task is
+				      * dropped unrun by a cancelling shutdown
+				      * (from the thread that shut down), so
+				      * whoever owns arg can free it; may be NULL */
 };
 
 /*

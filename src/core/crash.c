@@ -12,6 +12,7 @@
  * backtrace_symbols_fd() otherwise.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <execinfo.h>
 #include <pthread.h>
 #include <signal.h>
@@ -288,13 +289,23 @@ static void on_bterror(void *data, const char *msg, int errnum)
 }
 #endif
 
+/* The stack of the crash report, kept for keel_crash_stack. Only the thread
+ * that won `crashing` writes it. */
+static void *crash_frames[KEEL__MAX_FRAMES];
+static int crash_nframes, crash_first;
+
 static void report_stack(struct out *o, int skip)
 {
-	void *frames[KEEL__MAX_FRAMES];
+	void **frames = crash_frames;
 	int n = backtrace(frames, KEEL__MAX_FRAMES), i, leading = 1;
 
+	crash_nframes = n;
+	crash_first = n;
 	for (i = skip; i < n; i++) {
 		uintptr_t pc = (uintptr_t)frames[i];
+
+		if (leading)
+			crash_first = i;
 #ifdef KEEL_HAVE_LIBBACKTRACE
 		struct frame_ctx c = { o, pc, 0, &leading };
 
@@ -365,6 +376,72 @@ void keel__crash(struct keel__thread *t, const struct keel_panic *newest,
 	if (hook != NULL)
 		hook(newest, STDERR_FILENO, atomic_load(&crash_hook_ud));
 	_exit(2);
+}
+
+size_t keel_crash_stack(void *const **frames)
+{
+	if (atomic_load(&crashing) == 0 || crash_first >= crash_nframes) {
+		*frames = NULL;
+		return 0;
+	}
+	*frames = crash_frames + crash_first;
+	return (size_t)(crash_nframes - crash_first);
+}
+
+#ifdef KEEL_HAVE_LIBBACKTRACE
+static int on_resolve_pc(void *data, uintptr_t pc, const char *file, int line,
+			 const char *fn)
+{
+	struct keel_frame *f = data;
+
+	(void)pc;
+	if (fn == NULL || f->function != NULL)
+		return 0;
+	f->function = fn; /* the innermost (inlined) function comes first */
+	f->file = file;
+	f->line = file != NULL ? line : 0;
+	return 0;
+}
+
+static void on_resolve_sym(void *data, uintptr_t pc, const char *sym,
+			   uintptr_t symval, uintptr_t symsize)
+{
+	struct keel_frame *f = data;
+
+	(void)pc;
+	(void)symval;
+	(void)symsize;
+	if (sym != NULL && f->function == NULL)
+		f->function = sym;
+}
+#endif
+
+int keel_frame_resolve(void *pc, struct keel_frame *out)
+{
+	uintptr_t at = (uintptr_t)pc;
+
+	memset(out, 0, sizeof(*out));
+	out->pc = pc;
+	if (at == 0)
+		return 0;
+	keel__crash_init();
+	/* A return address is one past its call instruction. */
+	at -= 1;
+#ifdef KEEL_HAVE_LIBBACKTRACE
+	if (bt_state != NULL) {
+		backtrace_pcinfo(bt_state, at, on_resolve_pc, on_bterror, out);
+		if (out->function == NULL)
+			backtrace_syminfo(bt_state, at, on_resolve_sym,
+					  on_bterror, out);
+	}
+#endif
+	if (out->function == NULL) {
+		Dl_info info;
+
+		if (dladdr((void *)at, &info) != 0 && info.dli_sname != NULL)
+			out->function = info.dli_sname;
+	}
+	return out->function != NULL;
 }
 
 void keel__fatal(const char *msg)

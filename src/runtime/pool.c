@@ -49,6 +49,7 @@ enum worker_state {
 struct slot {
 	keel_task_fn fn;
 	void *arg;
+	void (*on_drop)(void *arg);
 	const char *name;
 	struct keel_cancel *parent;
 	int64_t deadline;  /* ns from start; 0: the pool's default */
@@ -86,6 +87,7 @@ struct keel_pool {
 
 	struct slot *ring;
 	size_t size, head, count;
+	size_t drop_head, drop_count; /* dropped by a cancel, not yet told */
 
 	struct worker *workers;   /* max_threads of them */
 	int min_threads, max_threads;
@@ -650,6 +652,7 @@ int keel_pool_submit(struct keel_pool *p, keel_task_fn fn, void *arg,
 	s.fn = fn;
 	s.arg = arg;
 	s.name = opt != NULL ? opt->name : NULL;
+	s.on_drop = opt != NULL ? opt->on_drop : NULL;
 	s.parent = opt != NULL ? opt->cancel : NULL;
 	s.deadline = opt != NULL ? opt->deadline : 0;
 	s.timed = __atomic_load_n(&p->time_next, __ATOMIC_RELAXED);
@@ -939,6 +942,10 @@ static void begin_stop(struct keel_pool *p, enum keel_pool_stop how)
 		return;
 	__atomic_store_n(&p->cancelling, 1, __ATOMIC_SEQ_CST);
 	p->cancelled += p->count;
+	/* No submit succeeds once stopping, so the dropped slots stay as they
+	 * are until run_drops hands them to their owners. */
+	p->drop_head = p->head;
+	p->drop_count = p->count;
 	p->count = 0;
 	p->head = 0;
 	for (i = 0; i < p->max_threads; i++) {
@@ -965,6 +972,25 @@ static void reap_all(struct keel_pool *p)
 		worker_reap(&p->workers[i]);
 }
 
+/* Under mu, released around the calls: tells the owners of the tasks a
+ * cancelling stop dropped (their on_drop), once each, outside the lock. */
+static void run_drops(struct keel_pool *p)
+{
+	size_t head = p->drop_head, n = p->drop_count, i;
+
+	if (n == 0)
+		return;
+	p->drop_count = 0;
+	pthread_mutex_unlock(&p->mu);
+	for (i = 0; i < n; i++) {
+		const struct slot *s = &p->ring[(head + i) % p->size];
+
+		if (s->on_drop != NULL)
+			s->on_drop(s->arg);
+	}
+	pthread_mutex_lock(&p->mu);
+}
+
 int keel_pool_shutdown(struct keel_pool *p, enum keel_pool_stop how,
 		       int64_t timeout)
 {
@@ -977,6 +1003,7 @@ int keel_pool_shutdown(struct keel_pool *p, enum keel_pool_stop how,
 		until = add_sat(real_now(), timeout);
 	pthread_mutex_lock(&p->mu);
 	begin_stop(p, how);
+	run_drops(p);
 	if (in_own_task(p)) {
 		/* It would wait for itself. The pool stops all the same. */
 		pthread_mutex_unlock(&p->mu);

@@ -155,7 +155,7 @@ TEST(config_defaults_and_bad_config)
 {
 	struct keel_pool_config cfg, bad;
 	struct keel_pool_stats s;
-	struct keel_task_options opt = { NULL, -1, NULL };
+	struct keel_task_options opt = { .name = NULL, .deadline = -1, .cancel = NULL };
 	struct keel_pool *p;
 
 	keel_pool_config_init(&cfg);
@@ -316,7 +316,7 @@ static struct keel_vclock vc;
 TEST(task_context_and_thread_names)
 {
 	struct keel_pool_config cfg;
-	struct keel_task_options opt = { "fetch", 0, NULL };
+	struct keel_task_options opt = { .name = "fetch", .deadline = 0, .cancel = NULL };
 	struct seen a, b, c;
 	struct keel_pool *p;
 
@@ -465,7 +465,7 @@ static void on_bad_panic(const struct keel_task_panic *info, void *ud)
 
 static void submit_bad_range(struct keel_pool *p, int from, int to)
 {
-	struct keel_task_options opt = { NULL, 0, NULL };
+	struct keel_task_options opt = { .name = NULL, .deadline = 0, .cancel = NULL };
 	int i;
 
 	for (i = from; i < to; i++) {
@@ -650,7 +650,7 @@ static void task_slow(struct keel_task *t, void *arg)
 TEST(overdue_task_reported_once_and_cancelled)
 {
 	struct keel_pool_config cfg;
-	struct keel_task_options opt = { "slow", 0, NULL };
+	struct keel_task_options opt = { .name = "slow", .deadline = 0, .cancel = NULL };
 	struct keel_pool_stats s;
 	struct keel_pool *p;
 	int i;
@@ -719,7 +719,7 @@ static void task_busy_us(struct keel_task *t, void *arg)
 TEST(per_task_deadline_starts_the_watchdog)
 {
 	struct keel_pool_config cfg;
-	struct keel_task_options opt = { "late", 20 * KEEL_MSEC, NULL };
+	struct keel_task_options opt = { .name = "late", .deadline = 20 * KEEL_MSEC, .cancel = NULL };
 	struct keel_pool *p;
 	int i;
 
@@ -803,7 +803,7 @@ TEST(parent_token_cancels_the_task)
 {
 	struct keel_pool_config cfg;
 	struct keel_cancel parent, dead;
-	struct keel_task_options opt = { "child", 0, &parent };
+	struct keel_task_options opt = { .name = "child", .deadline = 0, .cancel = &parent };
 	struct waited a = { 0 }, b = { 0 };
 	struct keel_pool *p;
 
@@ -861,7 +861,7 @@ TEST(every_task_gets_a_fresh_token)
 {
 	struct keel_pool_config cfg;
 	struct keel_cancel parent;
-	struct keel_task_options opt = { NULL, 0, &parent };
+	struct keel_task_options opt = { .name = NULL, .deadline = 0, .cancel = &parent };
 	struct tok_seen seen[4];
 	struct keel_pool *p;
 	int i;

@@ -1,0 +1,370 @@
+/*
+ * src/obs/json.c - the JSON writer (see json.h).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+void keel__json_init(struct keel__json *j, char *mem, size_t cap)
+{
+	memset(j, 0, sizeof(*j));
+	if (mem != NULL) {
+		j->buf = mem;
+		j->cap = cap;
+		return;
+	}
+	j->heap = 1;
+	j->cap = cap != 0 ? cap : 256;
+	j->buf = malloc(j->cap);
+	if (j->buf == NULL) {
+		j->cap = 0;
+		j->failed = 1;
+	}
+}
+
+void keel__json_free(struct keel__json *j)
+{
+	if (j->heap)
+		free(j->buf);
+	j->buf = NULL;
+	j->len = j->cap = 0;
+}
+
+void keel__json_reset(struct keel__json *j)
+{
+	j->len = 0;
+	j->failed = 0;
+	j->after_key = 0;
+	j->depth = 0;
+	j->nonempty = 0;
+	if (j->heap && j->buf == NULL)
+		j->failed = 1;
+}
+
+/* Room for n more bytes, or 0 (and failed set). */
+static int room(struct keel__json *j, size_t n)
+{
+	size_t cap;
+	char *nb;
+
+	if (KEEL_LIKELY(j->len + n <= j->cap))
+		return !j->failed;
+	if (!j->heap || j->failed) {
+		j->failed = 1;
+		return 0;
+	}
+	cap = j->cap * 2;
+	while (cap < j->len + n)
+		cap *= 2;
+	nb = realloc(j->buf, cap);
+	if (nb == NULL) {
+		j->failed = 1;
+		return 0;
+	}
+	j->buf = nb;
+	j->cap = cap;
+	return 1;
+}
+
+static void put(struct keel__json *j, const char *s, size_t n)
+{
+	if (room(j, n)) {
+		memcpy(j->buf + j->len, s, n);
+		j->len += n;
+	}
+}
+
+static void putc1(struct keel__json *j, char c)
+{
+	if (room(j, 1))
+		j->buf[j->len++] = c;
+}
+
+void keel__json_append(struct keel__json *j, const char *s, size_t n)
+{
+	put(j, s, n);
+}
+
+/* Before a value or key: the comma that separates it from the previous
+ * member of its container. */
+static void sep(struct keel__json *j)
+{
+	uint64_t bit;
+
+	if (j->after_key) {
+		j->after_key = 0;
+		return;
+	}
+	if (j->depth == 0)
+		return;
+	bit = 1ULL << (j->depth - 1);
+	if (j->nonempty & bit)
+		putc1(j, ',');
+	else
+		j->nonempty |= bit;
+}
+
+static void open_c(struct keel__json *j, char c)
+{
+	sep(j);
+	putc1(j, c);
+	if (j->depth < 64) {
+		j->depth++;
+		j->nonempty &= ~(1ULL << (j->depth - 1));
+	} else {
+		j->failed = 1;
+	}
+}
+
+static void close_c(struct keel__json *j, char c)
+{
+	putc1(j, c);
+	if (j->depth > 0)
+		j->depth--;
+	j->after_key = 0;
+}
+
+void keel__json_obj(struct keel__json *j)
+{
+	open_c(j, '{');
+}
+
+void keel__json_obj_end(struct keel__json *j)
+{
+	close_c(j, '}');
+}
+
+void keel__json_arr(struct keel__json *j)
+{
+	open_c(j, '[');
+}
+
+void keel__json_arr_end(struct keel__json *j)
+{
+	close_c(j, ']');
+}
+
+/* ------------------------------------------------------------------------
+ * Escaping
+ * ------------------------------------------------------------------------ */
+
+/* 1 for the bytes that can be copied as they are: printable ASCII other
+ * than '"' and '\\'. */
+static const unsigned char plain[256] = {
+	['\x20'] = 1, [0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1,
+};
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+
+	if (c >= 0xc2 && c <= 0xdf)
+		return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+	if (c >= 0xe0 && c <= 0xef) {
+		unsigned char lo = 0x80, hi = 0xbf;
+
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+		return n >= 3 && s[1] >= lo && s[1] <= hi &&
+				       (s[2] & 0xc0) == 0x80
+			       ? 3
+			       : 0;
+	}
+	if (c >= 0xf0 && c <= 0xf4) {
+		unsigned char lo = 0x80, hi = 0xbf;
+
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+		return n >= 4 && s[1] >= lo && s[1] <= hi &&
+				       (s[2] & 0xc0) == 0x80 &&
+				       (s[3] & 0xc0) == 0x80
+			       ? 4
+			       : 0;
+	}
+	return 0;
+}
+
+void keel__json_escape(struct keel__json *j, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+
+	while (i < n) {
+		size_t start = i, k;
+		unsigned char c;
+
+		while (i < n && plain[s[i]])
+			i++;
+		if (i > start)
+			put(j, (const char *)s + start, i - start);
+		if (i == n)
+			break;
+		c = s[i];
+		if (c < 0x80) {
+			char esc[6] = { '\\', 0, 0, 0, 0, 0 };
+			size_t len = 2;
+
+			switch (c) {
+			case '"': esc[1] = '"'; break;
+			case '\\': esc[1] = '\\'; break;
+			case '\n': esc[1] = 'n'; break;
+			case '\r': esc[1] = 'r'; break;
+			case '\t': esc[1] = 't'; break;
+			case '\b': esc[1] = 'b'; break;
+			case '\f': esc[1] = 'f'; break;
+			default:
+				if (c == 0x7f) { /* DEL is valid JSON as is */
+					esc[0] = (char)c;
+					len = 1;
+					break;
+				}
+				esc[1] = 'u';
+				esc[2] = '0';
+				esc[3] = '0';
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				len = 6;
+			}
+			put(j, esc, len);
+			i++;
+			continue;
+		}
+		k = utf8_len(s + i, n - i);
+		if (k == 0) {
+			put(j, "\xef\xbf\xbd", 3); /* U+FFFD for the bad byte */
+			i++;
+		} else if (k == 3 && c == 0xe2 && s[i + 1] == 0x80 &&
+			   (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+			put(j, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+			i += 3;
+		} else {
+			put(j, (const char *)s + i, k);
+			i += k;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Keys and values
+ * ------------------------------------------------------------------------ */
+
+void keel__json_keyn(struct keel__json *j, const char *key, size_t n)
+{
+	sep(j);
+	putc1(j, '"');
+	keel__json_escape(j, key, n);
+	put(j, "\":", 2);
+	j->after_key = 1;
+}
+
+void keel__json_key(struct keel__json *j, const char *key)
+{
+	keel__json_keyn(j, key, strlen(key));
+}
+
+void keel__json_strn(struct keel__json *j, const char *s, size_t n)
+{
+	sep(j);
+	putc1(j, '"');
+	keel__json_escape(j, s, n);
+	putc1(j, '"');
+}
+
+void keel__json_str(struct keel__json *j, const char *s)
+{
+	if (s == NULL)
+		keel__json_null(j);
+	else
+		keel__json_strn(j, s, strlen(s));
+}
+
+static void put_u64(struct keel__json *j, uint64_t v, int neg)
+{
+	char tmp[21];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	if (neg)
+		tmp[--i] = '-';
+	put(j, tmp + i, sizeof(tmp) - i);
+}
+
+void keel__json_int(struct keel__json *j, int64_t v)
+{
+	sep(j);
+	put_u64(j, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
+void keel__json_uint(struct keel__json *j, uint64_t v)
+{
+	sep(j);
+	put_u64(j, v, 0);
+}
+
+void keel__json_double(struct keel__json *j, double v)
+{
+	char tmp[32];
+	int n;
+
+	if (!isfinite(v)) {
+		keel__json_null(j);
+		return;
+	}
+	sep(j);
+	n = snprintf(tmp, sizeof(tmp), "%.15g", v);
+	if (strtod(tmp, NULL) != v)
+		n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+	put(j, tmp, (size_t)n);
+}
+
+void keel__json_bool(struct keel__json *j, int v)
+{
+	sep(j);
+	if (v)
+		put(j, "true", 4);
+	else
+		put(j, "false", 5);
+}
+
+void keel__json_null(struct keel__json *j)
+{
+	sep(j);
+	put(j, "null", 4);
+}
+
+void keel__json_ptr(struct keel__json *j, const void *p)
+{
+	char tmp[2 + 2 * sizeof(uintptr_t) + 2];
+	uintptr_t v = (uintptr_t)p;
+	size_t i = sizeof(tmp);
+
+	tmp[--i] = '"';
+	do {
+		tmp[--i] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v != 0);
+	tmp[--i] = 'x';
+	tmp[--i] = '0';
+	tmp[--i] = '"';
+	sep(j);
+	put(j, tmp + i, sizeof(tmp) - i);
+}
+
+void keel__json_raw(struct keel__json *j, const char *s, size_t n)
+{
+	sep(j);
+	put(j, s, n);
+}
