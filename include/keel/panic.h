@@ -236,6 +236,13 @@ KEEL_API KEEL_NORETURN void keel__panic_index(int64_t i, int64_t len);
  * group re-raises a task's nil dereference in the waiter. */
 KEEL_API KEEL_NORETURN void keel__panic_as(enum keel_panic_kind kind,
 					   const char *msg);
+/* The number of leading frames of a captured stack that are keel's panic
+ * machinery (panic_run, the fault trampoline, ...), for printing a stack
+ * that starts where the user's code panicked or faulted. */
+KEEL_API size_t keel__stack_skip(void *const *frames, size_t n);
+/* keel_frame_resolve, for an address that is an instruction (exact = 1: the
+ * faulting pc of a fault's frame) rather than a return address. */
+KEEL_API int keel__frame_resolve(void *pc, int exact, struct keel_frame *out);
 
 /*
  * keel_index - returns i when 0 <= i < len, else panics with

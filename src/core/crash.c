@@ -219,6 +219,8 @@ static int is_machinery(const char *fn)
 		"keel__crash", "keel__fatal", "keel__panic_kind",
 		"keel__sigpanic", "keel__sigtramp", "panic_run",
 		"report_stack", "recovered", "on_fault",
+		/* the sanitizers intercept backtrace() */
+		"__interceptor_backtrace", "backtrace",
 	};
 	size_t i;
 
@@ -416,7 +418,25 @@ static void on_resolve_sym(void *data, uintptr_t pc, const char *sym,
 }
 #endif
 
+size_t keel__stack_skip(void *const *frames, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		struct keel_frame f;
+
+		if (!keel_frame_resolve(frames[i], &f) || !is_machinery(f.function))
+			break;
+	}
+	return i < n ? i : 0;
+}
+
 int keel_frame_resolve(void *pc, struct keel_frame *out)
+{
+	return keel__frame_resolve(pc, 0, out);
+}
+
+int keel__frame_resolve(void *pc, int exact, struct keel_frame *out)
 {
 	uintptr_t at = (uintptr_t)pc;
 
@@ -425,8 +445,10 @@ int keel_frame_resolve(void *pc, struct keel_frame *out)
 	if (at == 0)
 		return 0;
 	keel__crash_init();
-	/* A return address is one past its call instruction. */
-	at -= 1;
+	/* A return address is one past its call instruction; a faulting
+	 * instruction's address is the instruction itself. */
+	if (!exact)
+		at -= 1;
 #ifdef KEEL_HAVE_LIBBACKTRACE
 	if (bt_state != NULL) {
 		backtrace_pcinfo(bt_state, at, on_resolve_pc, on_bterror, out);

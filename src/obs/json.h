@@ -72,4 +72,30 @@ KEEL_API void keel__json_append(struct keel__json *j, const char *s, size_t n);
  * their own text (the console log format). */
 KEEL_API void keel__json_escape(struct keel__json *j, const char *s, size_t n);
 
+/* ------------------------------------------------------------------------
+ * keel's own values, written the same way wherever they appear (log
+ * records, error reports, crash records)
+ * ------------------------------------------------------------------------ */
+
+struct keel_error;
+struct keel_panic;
+
+/* {"message","code","error":"<keel_strerror>","cause":{...}}; null for NULL. */
+KEEL_API void keel__json_error(struct keel__json *j, const struct keel_error *e);
+
+/*
+ * The panic object: {"message","kind","runtime", "signal":{"signo","name",
+ * "code","addr","pc"} (faults only), "error":{...} (keel_error panics
+ * only), "stack":[{"function","file","line","pc"},...]}. frames/n is the
+ * stack to write (innermost first; a panic's own is keel_panic_stack), each
+ * named with keel_frame_resolve; unknown parts are left out of a frame.
+ * With a fixed buffer it is async-signal-safe as long as the panic carries
+ * no keel_error (whose code text comes from keel_strerror).
+ */
+KEEL_API void keel__json_panic(struct keel__json *j, const struct keel_panic *p,
+			       void *const *frames, size_t n);
+
+/* "SIGSEGV", "SIGBUS", "SIGFPE", ... (static), "SIG?" for others. */
+KEEL_API const char *keel__signal_name(int signo);
+
 #endif /* KEEL_OBS_JSON_H */

@@ -1,0 +1,1011 @@
+/*
+ * src/obs/log.c - structured logging (see keel/log.h).
+ *
+ * A record is formatted by the calling thread into a stack buffer (a heap
+ * buffer for the rare record that does not fit), so loggers share no
+ * formatting state and a disabled level costs nothing but the check in the
+ * header. Delivery is where threads meet:
+ *
+ * - synchronous: the logger's mutex is held around one write loop of the
+ *   whole record, so records never interleave, even records longer than
+ *   PIPE_BUF on a pipe;
+ * - asynchronous: two buffers. Callers append whole records to the filling
+ *   one under the mutex (a memcpy, never I/O); the writer thread swaps the
+ *   buffers and writes the full one with the mutex released. A record that
+ *   does not fit is dropped and counted: the caller never waits for I/O.
+ *
+ * logrotate: a SIGHUP handler only bumps a generation counter; a path logger
+ * that sees a new generation reopens its file (dup2 over the same
+ * descriptor, so the writer thread needs no new state) before its next
+ * write.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <keel/go.h>
+#include <keel/log.h>
+#include <keel/trace.h>
+
+#include "json.h"
+
+#define STACK_LINE 2048
+#define MIN_ASYNC (4 * 1024)
+
+struct keel_logger {
+	struct keel__log_head head; /* first: read by keel_log_enabled */
+	enum keel_log_format format; /* JSON or CONSOLE once resolved */
+	int color;
+	int fd;
+	int own_fd;        /* fd was opened from path */
+	char *path;
+	keel_log_sink_fn sink;
+	void *sink_ud;
+	char *module;
+	char *service;
+	struct keel_reporter *reporter;
+	int report_level;
+	unsigned hup_seen;
+
+	pthread_mutex_t mu; /* delivery; the async buffers and counters */
+	uint64_t written, dropped, write_errors, reopened;
+
+	/* async */
+	int async;
+	char *fill, *spare; /* callers append to fill; the writer owns spare */
+	size_t fill_len, half;
+	uint64_t fill_count; /* records in fill */
+	int stop, waiting, busy;
+	uint64_t drop_told;
+	pthread_cond_t wake;    /* the writer waits for records */
+	pthread_cond_t drained; /* flush waits for an empty queue */
+	pthread_t writer;
+};
+
+static atomic_uint hup_gen;
+
+static struct keel_logger std_logger = {
+	.head = { KEEL_LOG_INFO },
+	.format = KEEL_LOG_FORMAT_JSON,
+	.color = 0,
+	.fd = 2,
+	.report_level = KEEL_LOG_ERROR,
+	.mu = PTHREAD_MUTEX_INITIALIZER,
+};
+
+struct keel_logger *keel__log_default = &std_logger;
+
+static const char *const level_names[] = {
+	"DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF",
+};
+
+const char *keel_log_level_name(enum keel_log_level level)
+{
+	if ((unsigned)level > KEEL_LOG_OFF)
+		return NULL;
+	return level_names[level];
+}
+
+int keel_log_level_parse(const char *name, enum keel_log_level *out)
+{
+	int i;
+
+	if (name == NULL || out == NULL)
+		return -EINVAL;
+	for (i = 0; i <= KEEL_LOG_OFF; i++) {
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*out = (enum keel_log_level)i;
+			return 0;
+		}
+	}
+	if (strcasecmp(name, "warning") == 0) {
+		*out = KEEL_LOG_WARN;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int use_color(int color, int fd)
+{
+	const char *no = getenv("NO_COLOR");
+
+	if (color >= 0)
+		return color;
+	return fd >= 0 && isatty(fd) && (no == NULL || no[0] == '\0');
+}
+
+static enum keel_log_format resolve_format(enum keel_log_format f, int fd)
+{
+	if (f != KEEL_LOG_FORMAT_AUTO)
+		return f;
+	return fd >= 0 && isatty(fd) ? KEEL_LOG_FORMAT_CONSOLE
+				     : KEEL_LOG_FORMAT_JSON;
+}
+
+/* The default logger takes its settings from the environment. */
+__attribute__((constructor)) static void std_logger_init(void)
+{
+	const char *lvl = getenv("KEEL_LOG_LEVEL");
+	const char *fmt = getenv("KEEL_LOG_FORMAT");
+	enum keel_log_level level;
+	enum keel_log_format format = KEEL_LOG_FORMAT_AUTO;
+
+	if (lvl != NULL && keel_log_level_parse(lvl, &level) == 0)
+		std_logger.head.level = (int)level;
+	if (fmt != NULL && strcasecmp(fmt, "json") == 0)
+		format = KEEL_LOG_FORMAT_JSON;
+	else if (fmt != NULL && strcasecmp(fmt, "console") == 0)
+		format = KEEL_LOG_FORMAT_CONSOLE;
+	std_logger.format = resolve_format(format, 2);
+	std_logger.color = use_color(-1, 2);
+}
+
+static struct keel_logger *resolve(struct keel_logger *lg)
+{
+	return lg != NULL ? lg : keel__log_default;
+}
+
+struct keel_logger *keel_log_default(void)
+{
+	return keel__log_default;
+}
+
+void keel_log_set_default(struct keel_logger *lg)
+{
+	keel__log_default = lg != NULL ? lg : &std_logger;
+}
+
+void keel_log_set_level(struct keel_logger *lg, enum keel_log_level level)
+{
+	if ((unsigned)level <= KEEL_LOG_OFF)
+		__atomic_store_n(&resolve(lg)->head.level, (int)level,
+				 __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------
+ * Timestamps
+ * ------------------------------------------------------------------------ */
+
+/* Formatting a date costs more than the rest of a short record, so each
+ * thread keeps the text of the last second it formatted. */
+static __thread time_t utc_sec = -1, local_sec = -1;
+static __thread char utc_text[20], local_text[9]; /* 2026-11-26T10:00:00, 10:00:00 */
+
+static void put2(char *p, int v)
+{
+	p[0] = (char)('0' + v / 10 % 10);
+	p[1] = (char)('0' + v % 10);
+}
+
+static void put_ms(char *p, long nsec)
+{
+	int ms = (int)(nsec / 1000000);
+
+	p[0] = '.';
+	p[1] = (char)('0' + ms / 100);
+	p[2] = (char)('0' + ms / 10 % 10);
+	p[3] = (char)('0' + ms % 10);
+}
+
+/* "2026-11-26T10:00:00.123Z" (24 bytes). */
+static void utc_stamp(const struct timespec *ts, char out[24])
+{
+	if (ts->tv_sec != utc_sec) {
+		struct tm tm;
+
+		gmtime_r(&ts->tv_sec, &tm);
+		put2(utc_text, (tm.tm_year + 1900) / 100);
+		put2(utc_text + 2, (tm.tm_year + 1900) % 100);
+		utc_text[4] = '-';
+		put2(utc_text + 5, tm.tm_mon + 1);
+		utc_text[7] = '-';
+		put2(utc_text + 8, tm.tm_mday);
+		utc_text[10] = 'T';
+		put2(utc_text + 11, tm.tm_hour);
+		utc_text[13] = ':';
+		put2(utc_text + 14, tm.tm_min);
+		utc_text[16] = ':';
+		put2(utc_text + 17, tm.tm_sec);
+		utc_sec = ts->tv_sec;
+	}
+	memcpy(out, utc_text, 19);
+	put_ms(out + 19, ts->tv_nsec);
+	out[23] = 'Z';
+}
+
+/* "10:00:00.123" local time (12 bytes), for people. */
+static void local_stamp(const struct timespec *ts, char out[12])
+{
+	if (ts->tv_sec != local_sec) {
+		struct tm tm;
+
+		localtime_r(&ts->tv_sec, &tm);
+		put2(local_text, tm.tm_hour);
+		local_text[2] = ':';
+		put2(local_text + 3, tm.tm_min);
+		local_text[5] = ':';
+		put2(local_text + 6, tm.tm_sec);
+		local_sec = ts->tv_sec;
+	}
+	memcpy(out, local_text, 8);
+	put_ms(out + 8, ts->tv_nsec);
+}
+
+/* ------------------------------------------------------------------------
+ * Formatting
+ * ------------------------------------------------------------------------ */
+
+struct record {
+	enum keel_log_level level;
+	const char *module;
+	const char *msg;
+	const struct keel_field *fields;
+	size_t n;
+	const struct keel_panic *panic;
+	uint64_t dropped; /* the writer's own "dropped" record */
+};
+
+static void json_value(struct keel__json *j, const struct keel_field *f)
+{
+	switch (f->type) {
+	case KEEL_FIELD_STR:
+		if (f->v.s == NULL)
+			keel__json_null(j);
+		else if (f->len == SIZE_MAX)
+			keel__json_str(j, f->v.s);
+		else
+			keel__json_strn(j, f->v.s, f->len);
+		break;
+	case KEEL_FIELD_INT: keel__json_int(j, f->v.i); break;
+	case KEEL_FIELD_UINT: keel__json_uint(j, f->v.u); break;
+	case KEEL_FIELD_FLOAT: keel__json_double(j, f->v.f); break;
+	case KEEL_FIELD_BOOL: keel__json_bool(j, f->v.b); break;
+	case KEEL_FIELD_ERROR: keel__json_error(j, f->v.e); break;
+	default: keel__json_null(j); break;
+	}
+}
+
+/* The fields as members of the object being written; unbalanced OBJECT and
+ * OBJECT_END are closed or ignored, so bad input still makes valid JSON. */
+static void json_fields(struct keel__json *j, const struct keel_field *f,
+			size_t n)
+{
+	size_t i;
+	int open = 0;
+
+	for (i = 0; i < n; i++) {
+		if (f[i].type == KEEL_FIELD_OBJECT_END) {
+			if (open > 0) {
+				keel__json_obj_end(j);
+				open--;
+			}
+			continue;
+		}
+		keel__json_key(j, f[i].key != NULL ? f[i].key : "");
+		if (f[i].type == KEEL_FIELD_OBJECT) {
+			keel__json_obj(j);
+			open++;
+		} else {
+			json_value(j, &f[i]);
+		}
+	}
+	while (open-- > 0)
+		keel__json_obj_end(j);
+}
+
+static void trace_ids(char tid[33], char sid[17])
+{
+	const struct keel_trace *t = keel_trace_current();
+
+	if (t == NULL) {
+		tid[0] = sid[0] = '\0';
+		return;
+	}
+	keel_trace_id_hex(t, tid);
+	keel_span_id_hex(t, sid);
+}
+
+static void format_json(struct keel_logger *lg, struct keel__json *j,
+			const struct record *r, const struct timespec *ts)
+{
+	char stamp[24], tid[33], sid[17];
+	void *const *frames;
+	size_t nframes;
+
+	utc_stamp(ts, stamp);
+	trace_ids(tid, sid);
+	keel__json_obj(j);
+	keel__json_key(j, "timestamp");
+	keel__json_strn(j, stamp, sizeof(stamp));
+	keel__json_key(j, "level");
+	keel__json_str(j, level_names[r->level]);
+	if (r->module != NULL) {
+		keel__json_key(j, "module");
+		keel__json_str(j, r->module);
+	}
+	keel__json_key(j, "message");
+	keel__json_str(j, r->msg != NULL ? r->msg : "");
+	if (tid[0] != '\0') {
+		keel__json_key(j, "trace_id");
+		keel__json_strn(j, tid, 32);
+		keel__json_key(j, "span_id");
+		keel__json_strn(j, sid, 16);
+	}
+	if (lg->service != NULL) {
+		keel__json_key(j, "service");
+		keel__json_str(j, lg->service);
+	}
+	if (r->dropped != 0) {
+		keel__json_key(j, "dropped");
+		keel__json_uint(j, r->dropped);
+	}
+	json_fields(j, r->fields, r->n);
+	if (r->panic != NULL) {
+		nframes = keel_panic_stack(r->panic, &frames);
+		keel__json_key(j, "panic");
+		keel__json_panic(j, r->panic, frames, nframes);
+	}
+	keel__json_obj_end(j);
+	keel__json_append(j, "\n", 1);
+}
+
+/* Console values: bare when they are one plain word, else JSON-quoted. */
+static void console_str(struct keel__json *j, const char *s, size_t n)
+{
+	size_t i;
+	int bare = n > 0;
+
+	for (i = 0; i < n && bare; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		bare = c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+	}
+	if (bare) {
+		keel__json_append(j, s, n);
+		return;
+	}
+	keel__json_append(j, "\"", 1);
+	keel__json_escape(j, s, n);
+	keel__json_append(j, "\"", 1);
+}
+
+static void console_fields(struct keel__json *j, const struct keel_field *f,
+			   size_t n)
+{
+	const char *path[8];
+	size_t i, depth = 0, k;
+
+	for (i = 0; i < n; i++) {
+		if (f[i].type == KEEL_FIELD_OBJECT_END) {
+			if (depth > 0)
+				depth--;
+			continue;
+		}
+		if (f[i].type == KEEL_FIELD_OBJECT) {
+			if (depth < 8)
+				path[depth] = f[i].key != NULL ? f[i].key : "";
+			depth++;
+			continue;
+		}
+		keel__json_append(j, " ", 1);
+		for (k = 0; k < depth && k < 8; k++) {
+			keel__json_escape(j, path[k], strlen(path[k]));
+			keel__json_append(j, ".", 1);
+		}
+		keel__json_escape(j, f[i].key != NULL ? f[i].key : "",
+				  f[i].key != NULL ? strlen(f[i].key) : 0);
+		keel__json_append(j, "=", 1);
+		switch (f[i].type) {
+		case KEEL_FIELD_STR:
+			if (f[i].v.s == NULL)
+				keel__json_append(j, "null", 4);
+			else
+				console_str(j, f[i].v.s,
+					    f[i].len == SIZE_MAX ? strlen(f[i].v.s)
+								 : f[i].len);
+			break;
+		case KEEL_FIELD_ERROR: {
+			char buf[512];
+			size_t len = keel_error_format(f[i].v.e, buf, sizeof(buf));
+
+			console_str(j, buf, len < sizeof(buf) ? len : sizeof(buf) - 1);
+			break;
+		}
+		default:
+			json_value(j, &f[i]);
+		}
+	}
+}
+
+static void format_console(struct keel_logger *lg, struct keel__json *j,
+			   const struct record *r, const struct timespec *ts)
+{
+	static const char *const colors[] = {
+		"\033[90m", "\033[32m", "\033[33m", "\033[31m", "\033[1;31m",
+	};
+	static const char *const padded[] = {
+		"DEBUG", "INFO ", "WARN ", "ERROR", "FATAL",
+	};
+	char stamp[12], tid[33], sid[17];
+	const char *msg = r->msg != NULL ? r->msg : "";
+
+	local_stamp(ts, stamp);
+	keel__json_append(j, stamp, sizeof(stamp));
+	keel__json_append(j, " ", 1);
+	if (lg->color)
+		keel__json_append(j, colors[r->level], strlen(colors[r->level]));
+	keel__json_append(j, padded[r->level], 5);
+	if (lg->color)
+		keel__json_append(j, "\033[0m", 4);
+	keel__json_append(j, " ", 1);
+	if (r->module != NULL) {
+		keel__json_escape(j, r->module, strlen(r->module));
+		keel__json_append(j, ": ", 2);
+	}
+	keel__json_escape(j, msg, strlen(msg));
+	console_fields(j, r->fields, r->n);
+	if (r->dropped != 0) {
+		keel__json_append(j, " dropped=", 9);
+		keel__json_uint(j, r->dropped);
+	}
+	if (r->panic != NULL) {
+		const char *pm = keel_panic_message(r->panic);
+		const char *kind = keel_panic_kind_name(keel_panic_kind(r->panic));
+
+		keel__json_append(j, " panic=", 7);
+		console_str(j, pm, strlen(pm));
+		keel__json_append(j, " kind=", 6);
+		keel__json_append(j, kind, strlen(kind));
+	}
+	trace_ids(tid, sid);
+	if (tid[0] != '\0') {
+		keel__json_append(j, " trace_id=", 10);
+		keel__json_append(j, tid, 32);
+	}
+	if (r->panic != NULL) {
+		void *const *frames;
+		size_t n = keel_panic_stack(r->panic, &frames), i;
+
+		/* A stack reads better on lines of its own. */
+		for (i = keel__stack_skip(frames, n); i < n; i++) {
+			struct keel_frame f;
+			char tmp[32];
+			int len;
+
+			keel__frame_resolve(frames[i],
+					    frames[i] == keel_panic_fault(r->panic)->pc,
+					    &f);
+			keel__json_append(j, "\n\t", 2);
+			keel__json_escape(j, f.function ? f.function : "?",
+					  strlen(f.function ? f.function : "?"));
+			if (f.file != NULL) {
+				keel__json_append(j, " ", 1);
+				keel__json_escape(j, f.file, strlen(f.file));
+				len = snprintf(tmp, sizeof(tmp), ":%d", f.line);
+				keel__json_append(j, tmp, (size_t)len);
+			}
+		}
+	}
+	keel__json_append(j, "\n", 1);
+}
+
+static void format(struct keel_logger *lg, struct keel__json *j,
+		   const struct record *r)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (lg->format == KEEL_LOG_FORMAT_CONSOLE)
+		format_console(lg, j, r, &ts);
+	else
+		format_json(lg, j, r, &ts);
+}
+
+/* ------------------------------------------------------------------------
+ * Delivery
+ * ------------------------------------------------------------------------ */
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Under mu. */
+static int reopen_locked(struct keel_logger *lg)
+{
+	int fd;
+
+	if (lg->path == NULL)
+		return -EINVAL;
+	fd = open(lg->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (dup3(fd, lg->fd, O_CLOEXEC) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	close(fd);
+	lg->reopened++;
+	return 0;
+}
+
+static void check_hup(struct keel_logger *lg)
+{
+	unsigned gen = atomic_load_explicit(&hup_gen, memory_order_relaxed);
+
+	if (lg->path != NULL && gen != lg->hup_seen) {
+		lg->hup_seen = gen;
+		(void)reopen_locked(lg);
+	}
+}
+
+/* In async mode a function sink needs each record's level and bounds, so
+ * its records are queued behind this header; a descriptor sink's records
+ * are queued bare and written in one go. */
+struct qhdr {
+	uint32_t len;
+	uint32_t level;
+};
+
+static void emit_fd(struct keel_logger *lg, const char *p, size_t n,
+		    uint64_t records, uint64_t *written, uint64_t *errors)
+{
+	if (write_all(lg->fd, p, n) < 0)
+		*errors += records;
+	else
+		*written += records;
+}
+
+static void emit_queued_sink(struct keel_logger *lg, const char *p, size_t n,
+			     uint64_t *written)
+{
+	while (n >= sizeof(struct qhdr)) {
+		struct qhdr h;
+
+		memcpy(&h, p, sizeof(h));
+		p += sizeof(h);
+		n -= sizeof(h);
+		lg->sink(lg->sink_ud, (enum keel_log_level)h.level, p, h.len);
+		(*written)++;
+		p += h.len;
+		n -= h.len;
+	}
+}
+
+/* Synchronous delivery of one record. */
+static void deliver_sync(struct keel_logger *lg, enum keel_log_level level,
+			 const char *p, size_t n)
+{
+	pthread_mutex_lock(&lg->mu);
+	check_hup(lg);
+	if (lg->sink != NULL) {
+		lg->sink(lg->sink_ud, level, p, n);
+		lg->written++;
+	} else {
+		emit_fd(lg, p, n, 1, &lg->written, &lg->write_errors);
+	}
+	pthread_mutex_unlock(&lg->mu);
+}
+
+/* Asynchronous: copy into the filling buffer or drop. Never waits for I/O. */
+static void deliver_async(struct keel_logger *lg, enum keel_log_level level,
+			  const char *p, size_t n)
+{
+	size_t need = n + (lg->sink != NULL ? sizeof(struct qhdr) : 0);
+
+	pthread_mutex_lock(&lg->mu);
+	if (lg->fill_len + need > lg->half || lg->stop) {
+		lg->dropped++;
+		pthread_mutex_unlock(&lg->mu);
+		return;
+	}
+	if (lg->sink != NULL) {
+		struct qhdr h = { (uint32_t)n, (uint32_t)level };
+
+		memcpy(lg->fill + lg->fill_len, &h, sizeof(h));
+		lg->fill_len += sizeof(h);
+	}
+	memcpy(lg->fill + lg->fill_len, p, n);
+	lg->fill_len += n;
+	lg->fill_count++;
+	if (lg->waiting)
+		pthread_cond_signal(&lg->wake);
+	pthread_mutex_unlock(&lg->mu);
+}
+
+static void deliver(struct keel_logger *lg, enum keel_log_level level,
+		    const char *p, size_t n)
+{
+	if (lg->async)
+		deliver_async(lg, level, p, n);
+	else
+		deliver_sync(lg, level, p, n);
+}
+
+/* Formats r and delivers it: a stack buffer first, the heap for the rare
+ * record that does not fit. */
+static void log_record(struct keel_logger *lg, const struct record *r)
+{
+	char stack[STACK_LINE];
+	struct keel__json j;
+
+	keel__json_init(&j, stack, sizeof(stack));
+	format(lg, &j, r);
+	if (j.failed) {
+		keel__json_init(&j, NULL, 4 * STACK_LINE);
+		format(lg, &j, r);
+	}
+	if (!j.failed)
+		deliver(lg, r->level, j.buf, j.len);
+	else
+		__atomic_add_fetch(&lg->write_errors, 1, __ATOMIC_RELAXED);
+	if (j.heap)
+		keel__json_free(&j);
+}
+
+/* The writer thread: swaps the buffers and writes the full one out. */
+static void *writer_main(void *arg)
+{
+	struct keel_logger *lg = arg;
+	char stack[512];
+
+	keel_thread_set_name("keel-log");
+	pthread_mutex_lock(&lg->mu);
+	for (;;) {
+		char *batch;
+		size_t len;
+		uint64_t count, written = 0, errors = 0, dropped;
+
+		while (lg->fill_len == 0 && !lg->stop) {
+			pthread_cond_broadcast(&lg->drained);
+			lg->waiting = 1;
+			pthread_cond_wait(&lg->wake, &lg->mu);
+			lg->waiting = 0;
+		}
+		if (lg->fill_len == 0 && lg->stop)
+			break;
+		batch = lg->fill;
+		len = lg->fill_len;
+		count = lg->fill_count;
+		lg->fill = lg->spare;
+		lg->spare = batch;
+		lg->fill_len = 0;
+		lg->fill_count = 0;
+		lg->busy = 1;
+		check_hup(lg);
+		pthread_mutex_unlock(&lg->mu);
+
+		if (lg->sink != NULL)
+			emit_queued_sink(lg, batch, len, &written);
+		else
+			emit_fd(lg, batch, len, count, &written, &errors);
+
+		pthread_mutex_lock(&lg->mu);
+		lg->written += written;
+		lg->write_errors += errors;
+		lg->busy = 0;
+		dropped = lg->dropped - lg->drop_told;
+		if (dropped != 0) {
+			/* Say so, in the logger's own format, straight to the
+			 * sink: the queue may well be full again. */
+			struct record r = { KEEL_LOG_WARN, "keel.log",
+					    "log records dropped: queue full",
+					    NULL, 0, NULL, dropped };
+			struct keel__json j;
+
+			lg->drop_told = lg->dropped;
+			lg->busy = 1;
+			pthread_mutex_unlock(&lg->mu);
+			keel__json_init(&j, stack, sizeof(stack));
+			format(lg, &j, &r);
+			written = errors = 0;
+			if (lg->sink != NULL) {
+				lg->sink(lg->sink_ud, KEEL_LOG_WARN, j.buf, j.len);
+				written = 1;
+			} else {
+				emit_fd(lg, j.buf, j.len, 1, &written, &errors);
+			}
+			pthread_mutex_lock(&lg->mu);
+			lg->written += written;
+			lg->write_errors += errors;
+			lg->busy = 0;
+		}
+	}
+	lg->busy = 0;
+	pthread_cond_broadcast(&lg->drained);
+	pthread_mutex_unlock(&lg->mu);
+	return NULL;
+}
+
+void keel_log_flush(struct keel_logger *lg)
+{
+	lg = resolve(lg);
+	if (!lg->async)
+		return;
+	pthread_mutex_lock(&lg->mu);
+	while ((lg->fill_len != 0 || lg->busy) && !lg->stop) {
+		if (lg->waiting)
+			pthread_cond_signal(&lg->wake);
+		pthread_cond_wait(&lg->drained, &lg->mu);
+	}
+	pthread_mutex_unlock(&lg->mu);
+}
+
+int keel_log_reopen(struct keel_logger *lg)
+{
+	int rc;
+
+	lg = resolve(lg);
+	pthread_mutex_lock(&lg->mu);
+	rc = reopen_locked(lg);
+	pthread_mutex_unlock(&lg->mu);
+	return rc;
+}
+
+static struct sigaction prev_hup;
+
+static void on_hup(int sig, siginfo_t *si, void *uc)
+{
+	atomic_fetch_add_explicit(&hup_gen, 1, memory_order_relaxed);
+	if ((prev_hup.sa_flags & SA_SIGINFO) && prev_hup.sa_sigaction != NULL)
+		prev_hup.sa_sigaction(sig, si, uc);
+	else if (!(prev_hup.sa_flags & SA_SIGINFO) &&
+		 prev_hup.sa_handler != SIG_DFL && prev_hup.sa_handler != SIG_IGN)
+		prev_hup.sa_handler(sig);
+}
+
+int keel_log_reopen_on_sighup(void)
+{
+	static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+	static int installed;
+	struct sigaction sa;
+	int rc = 0;
+
+	pthread_mutex_lock(&once);
+	if (!installed) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = on_hup;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(SIGHUP, &sa, &prev_hup) < 0)
+			rc = -errno;
+		else
+			installed = 1;
+	}
+	pthread_mutex_unlock(&once);
+	return rc;
+}
+
+void keel_log_stats(struct keel_logger *lg, struct keel_log_stats *s)
+{
+	lg = resolve(lg);
+	pthread_mutex_lock(&lg->mu);
+	s->written = lg->written;
+	s->dropped = lg->dropped;
+	s->write_errors = __atomic_load_n(&lg->write_errors, __ATOMIC_RELAXED);
+	s->reopened = lg->reopened;
+	pthread_mutex_unlock(&lg->mu);
+}
+
+/* ------------------------------------------------------------------------
+ * Loggers
+ * ------------------------------------------------------------------------ */
+
+void keel_log_config_init(struct keel_log_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->level = KEEL_LOG_INFO;
+	cfg->format = KEEL_LOG_FORMAT_AUTO;
+	cfg->color = -1;
+	cfg->fd = 2;
+	cfg->async_buffer = 1024 * 1024;
+	cfg->report_level = KEEL_LOG_ERROR;
+}
+
+static void logger_free_parts(struct keel_logger *lg)
+{
+	if (lg->own_fd)
+		close(lg->fd);
+	free(lg->path);
+	free(lg->module);
+	free(lg->service);
+	free(lg->fill);
+	free(lg->spare);
+	free(lg);
+}
+
+static int dup_str(const char *s, char **out)
+{
+	*out = NULL;
+	if (s == NULL)
+		return 0;
+	*out = strdup(s);
+	return *out != NULL ? 0 : -ENOMEM;
+}
+
+int keel_log_new(const struct keel_log_config *cfg, struct keel_logger **out)
+{
+	struct keel_logger *lg;
+	int rc;
+
+	if (cfg == NULL || out == NULL || (unsigned)cfg->level > KEEL_LOG_OFF ||
+	    (unsigned)cfg->format > KEEL_LOG_FORMAT_CONSOLE ||
+	    (unsigned)cfg->report_level > KEEL_LOG_OFF ||
+	    cfg->color < -1 || cfg->color > 1 ||
+	    (cfg->sink == NULL && cfg->path == NULL && cfg->fd < 0) ||
+	    (cfg->path != NULL && cfg->path[0] == '\0'))
+		return -EINVAL;
+	lg = calloc(1, sizeof(*lg));
+	if (lg == NULL)
+		return -ENOMEM;
+	lg->head.level = (int)cfg->level;
+	lg->fd = -1;
+	lg->sink = cfg->sink;
+	lg->sink_ud = cfg->sink_ud;
+	lg->reporter = cfg->reporter;
+	lg->report_level = (int)cfg->report_level;
+	lg->hup_seen = atomic_load(&hup_gen);
+	rc = dup_str(cfg->module, &lg->module);
+	if (rc == 0)
+		rc = dup_str(cfg->service, &lg->service);
+	if (rc == 0 && cfg->sink == NULL && cfg->path != NULL) {
+		rc = dup_str(cfg->path, &lg->path);
+		if (rc == 0) {
+			lg->fd = open(cfg->path,
+				      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+				      0644);
+			if (lg->fd < 0)
+				rc = -errno;
+			else
+				lg->own_fd = 1;
+		}
+	} else if (cfg->sink == NULL) {
+		lg->fd = cfg->fd;
+	}
+	if (rc != 0) {
+		logger_free_parts(lg);
+		return rc;
+	}
+	/* A function sink is no terminal: AUTO means JSON there. */
+	lg->format = resolve_format(cfg->format, lg->sink != NULL ? -1 : lg->fd);
+	lg->color = use_color(cfg->color, lg->sink != NULL ? -1 : lg->fd);
+	pthread_mutex_init(&lg->mu, NULL);
+	if (cfg->async) {
+		size_t size = cfg->async_buffer < MIN_ASYNC ? MIN_ASYNC
+							    : cfg->async_buffer;
+
+		lg->async = 1;
+		lg->half = size / 2;
+		lg->fill = malloc(lg->half);
+		lg->spare = malloc(lg->half);
+		pthread_cond_init(&lg->wake, NULL);
+		pthread_cond_init(&lg->drained, NULL);
+		if (lg->fill == NULL || lg->spare == NULL)
+			rc = -ENOMEM;
+		else if ((rc = -pthread_create(&lg->writer, NULL, writer_main,
+					       lg)) != 0)
+			rc = rc == -EAGAIN ? -EAGAIN : rc;
+		if (rc != 0) {
+			pthread_cond_destroy(&lg->wake);
+			pthread_cond_destroy(&lg->drained);
+			pthread_mutex_destroy(&lg->mu);
+			logger_free_parts(lg);
+			return rc;
+		}
+	}
+	*out = lg;
+	return 0;
+}
+
+void keel_log_free(struct keel_logger *lg)
+{
+	if (lg == NULL || lg == &std_logger)
+		return;
+	if (keel__log_default == lg)
+		keel__log_default = &std_logger;
+	if (lg->async) {
+		pthread_mutex_lock(&lg->mu);
+		lg->stop = 1;
+		pthread_cond_signal(&lg->wake);
+		pthread_mutex_unlock(&lg->mu);
+		pthread_join(lg->writer, NULL);
+		pthread_cond_destroy(&lg->wake);
+		pthread_cond_destroy(&lg->drained);
+	}
+	pthread_mutex_destroy(&lg->mu);
+	logger_free_parts(lg);
+}
+
+/* ------------------------------------------------------------------------
+ * Records
+ * ------------------------------------------------------------------------ */
+
+static void log_common(struct keel_logger *lg, enum keel_log_level level,
+		       const char *module, const char *msg,
+		       const struct keel_panic *p,
+		       const struct keel_field *fields, size_t n)
+{
+	struct record r;
+
+	if ((unsigned)level >= KEEL_LOG_OFF || !keel_log_enabled(lg, level))
+		return;
+	lg = resolve(lg);
+	r.level = level;
+	r.module = module != NULL ? module : lg->module;
+	r.msg = msg;
+	r.fields = fields;
+	r.n = fields != NULL ? n : 0;
+	r.panic = p;
+	r.dropped = 0;
+	log_record(lg, &r);
+	if (level == KEEL_LOG_FATAL)
+		keel_log_flush(lg);
+}
+
+void keel_log_write(struct keel_logger *lg, enum keel_log_level level,
+		    const char *module, const char *msg,
+		    const struct keel_field *fields, size_t n)
+{
+	log_common(lg, level, module, msg, NULL, fields, n);
+}
+
+void keel_log_panic(struct keel_logger *lg, enum keel_log_level level,
+		    const char *module, const char *msg,
+		    const struct keel_panic *p, const struct keel_field *fields,
+		    size_t n)
+{
+	log_common(lg, level, module, msg != NULL ? msg : "panic recovered", p,
+		   fields, n);
+}
+
+void keel_logf(struct keel_logger *lg, enum keel_log_level level,
+	       const char *module, const char *fmt, ...)
+{
+	char stack[512], *msg = stack;
+	va_list ap;
+	int len;
+
+	if (!keel_log_enabled(lg, level) || fmt == NULL)
+		return;
+	va_start(ap, fmt);
+	len = vsnprintf(stack, sizeof(stack), fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	if ((size_t)len >= sizeof(stack)) {
+		msg = malloc((size_t)len + 1);
+		if (msg == NULL) {
+			msg = stack; /* cut, rather than lost */
+		} else {
+			va_start(ap, fmt);
+			vsnprintf(msg, (size_t)len + 1, fmt, ap);
+			va_end(ap);
+		}
+	}
+	log_common(lg, level, module, msg, NULL, NULL, 0);
+	if (msg != stack)
+		free(msg);
+}
