@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -19,6 +20,20 @@ static __thread int has_cur;
 static __thread uint64_t rng[4];
 static __thread int rng_ready;
 
+/* A forked child inherits the forking thread's generator: without a new
+ * seed, every child of a process that drew ids would draw the same ones. */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void rng_forked(void)
+{
+	rng_ready = 0;
+}
+
+static void atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, rng_forked);
+}
+
 static uint64_t rotl(uint64_t x, int k)
 {
 	return (x << k) | (x >> (64 - k));
@@ -26,7 +41,10 @@ static uint64_t rotl(uint64_t x, int k)
 
 static void rng_seed(void)
 {
-	ssize_t n = getrandom(rng, sizeof(rng), GRND_NONBLOCK);
+	ssize_t n;
+
+	pthread_once(&atfork_once, atfork_register);
+	n = getrandom(rng, sizeof(rng), GRND_NONBLOCK);
 
 	if (n != (ssize_t)sizeof(rng)) {
 		/* Early boot without entropy: time, pid and an address still

@@ -1500,3 +1500,229 @@ TEST(a_task_allocates_nothing)
 	(void)i;
 #endif
 }
+
+/* ------------------------------------------------------------------------
+ * on_drop: the owner of a task dropped unrun hears of it once
+ * ------------------------------------------------------------------------ */
+
+static int dropped[MAX_IDS];
+static int drop_elsewhere, drop_wrong;
+static pthread_t drop_thread; /* where on_drop is expected to run */
+
+static void on_drop_count(void *arg)
+{
+	__atomic_add_fetch(&dropped[(intptr_t)arg], 1, __ATOMIC_SEQ_CST);
+	if (!pthread_equal(pthread_self(), drop_thread))
+		__atomic_store_n(&drop_elsewhere, 1, __ATOMIC_SEQ_CST);
+}
+
+/* For tasks that must run, never be dropped. */
+static void on_drop_wrong(void *arg)
+{
+	(void)arg;
+	__atomic_add_fetch(&drop_wrong, 1, __ATOMIC_SEQ_CST);
+}
+
+static int dropped_of(int id)
+{
+	return __atomic_load_n(&dropped[id], __ATOMIC_SEQ_CST);
+}
+
+TEST(on_drop_once_per_dropped_task_never_for_run_ones)
+{
+	struct keel_task_options opt = { .name = "d", .on_drop = on_drop_count };
+	struct keel_task_options must_run = { .on_drop = on_drop_wrong };
+	struct keel_pool_config cfg;
+	struct waited w = { 0 };
+	struct keel_pool *p;
+	int i;
+
+	drop_thread = pthread_self();
+	config(&cfg, "drop", 1, 64, KEEL_POOL_BLOCK);
+	p = make(&cfg);
+	for (i = 0; i < 5; i++)
+		CHECK_INT(keel_pool_submit(p, task_count,
+					   (void *)(intptr_t)(200 + i), &opt),
+			  ==, 0);
+	WAIT_FOR(stats_of(p).completed == 5);
+	CHECK_INT(keel_pool_submit(p, task_wait_token, &w, &must_run), ==, 0);
+	WAIT_FOR(has_started(&w));
+	/* Every other one with an on_drop: NULL must be fine too. */
+	for (i = 0; i < 30; i++)
+		CHECK_INT(keel_pool_submit(p, task_count,
+					   (void *)(intptr_t)(300 + i),
+					   i % 2 ? NULL : &opt),
+			  ==, 0);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_CANCEL, 0), ==, 0);
+	CHECK_INT(w.reason, ==, -ECANCELED);
+	for (i = 0; i < 30; i++) {
+		CHECK_INT(runs_of(300 + i), ==, 0);
+		CHECK_INT(dropped_of(300 + i), ==, i % 2 ? 0 : 1);
+	}
+	for (i = 0; i < 5; i++) {
+		CHECK_INT(runs_of(200 + i), ==, 1);
+		CHECK_INT(dropped_of(200 + i), ==, 0);
+	}
+	CHECK_INT(drop_wrong, ==, 0);
+	CHECK(!drop_elsewhere);
+	CHECK_INT(stats_of(p).cancelled, ==, 30);
+	/* Shutting down again, or freeing, tells nobody twice. */
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_CANCEL, 0), ==, 0);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_DRAIN, 0), ==, 0);
+	keel_pool_free(p);
+	for (i = 0; i < 30; i++)
+		CHECK_INT(dropped_of(300 + i), ==, i % 2 ? 0 : 1);
+	/* A refused submit is not a drop either. */
+	p = make(&cfg);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_CANCEL, 0), ==, 0);
+	CHECK_INT(keel_pool_submit(p, task_count, (void *)1, &opt), ==,
+		  -ESHUTDOWN);
+	CHECK_INT(dropped_of(1), ==, 0);
+	keel_pool_free(p);
+}
+
+TEST(on_drop_not_called_by_a_drain)
+{
+	struct keel_task_options opt = { .on_drop = on_drop_count };
+	struct keel_pool_config cfg;
+	struct keel_pool *p;
+	int i;
+
+	drop_thread = pthread_self();
+	config(&cfg, "dd", 1, 32, KEEL_POOL_BLOCK);
+	p = make(&cfg);
+	CHECK_INT(keel_pool_submit(p, task_gate, NULL, &opt), ==, 0);
+	WAIT_FOR(gate_waiters() == 1);
+	for (i = 0; i < 32; i++)
+		CHECK_INT(keel_pool_submit(p, task_count,
+					   (void *)(intptr_t)(400 + i), &opt),
+			  ==, 0);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_DRAIN, 10 * KEEL_MSEC), ==,
+		  -ETIMEDOUT);
+	gate_open();
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_DRAIN, 0), ==, 0);
+	for (i = 0; i < 32; i++) {
+		CHECK_INT(runs_of(400 + i), ==, 1);
+		CHECK_INT(dropped_of(400 + i), ==, 0);
+	}
+	CHECK_INT(dropped_of(0), ==, 0);
+	keel_pool_free(p);
+}
+
+/* A drain that timed out, turned into a cancel: what is still queued is
+ * dropped then, and told once. */
+TEST(on_drop_after_drain_turns_into_cancel)
+{
+	struct keel_task_options opt = { .on_drop = on_drop_count };
+	struct keel_pool_config cfg;
+	struct waited w = { 0 };
+	struct keel_pool *p;
+	int i;
+
+	drop_thread = pthread_self();
+	config(&cfg, "ddc", 1, 16, KEEL_POOL_BLOCK);
+	p = make(&cfg);
+	CHECK_INT(keel_pool_submit(p, task_wait_token, &w, NULL), ==, 0);
+	WAIT_FOR(has_started(&w));
+	for (i = 0; i < 10; i++)
+		CHECK_INT(keel_pool_submit(p, task_count,
+					   (void *)(intptr_t)(500 + i), &opt),
+			  ==, 0);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_DRAIN, 10 * KEEL_MSEC), ==,
+		  -ETIMEDOUT);
+	for (i = 0; i < 10; i++)
+		CHECK_INT(dropped_of(500 + i), ==, 0);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_CANCEL, 0), ==, 0);
+	for (i = 0; i < 10; i++) {
+		CHECK_INT(dropped_of(500 + i), ==, 1);
+		CHECK_INT(runs_of(500 + i), ==, 0);
+	}
+	CHECK(!drop_elsewhere);
+	keel_pool_free(p);
+}
+
+/* on_drop runs outside the pool's lock: it may read the pool's statistics
+ * and submit (refused) to the same pool. A deadlock ends in SIGALRM. */
+static struct keel_pool *drop_pool;
+static struct keel_pool_stats drop_seen;
+static int drop_submit_rc = 1, drop_calls;
+
+static void on_drop_uses_pool(void *arg)
+{
+	keel_pool_stats(drop_pool, &drop_seen);
+	drop_submit_rc = keel_pool_submit(drop_pool, task_count, arg, NULL);
+	drop_calls++;
+}
+
+TEST(on_drop_runs_outside_the_lock)
+{
+	struct keel_task_options opt = { .on_drop = on_drop_uses_pool };
+	struct keel_pool_config cfg;
+	struct waited w = { 0 };
+	int i;
+
+	alarm(20);
+	config(&cfg, "dl", 1, 8, KEEL_POOL_BLOCK);
+	drop_pool = make(&cfg);
+	CHECK_INT(keel_pool_submit(drop_pool, task_wait_token, &w, NULL), ==,
+		  0);
+	WAIT_FOR(has_started(&w));
+	for (i = 0; i < 8; i++)
+		CHECK_INT(keel_pool_submit(drop_pool, task_count,
+					   (void *)(intptr_t)(600 + i), &opt),
+			  ==, 0);
+	CHECK_INT(keel_pool_shutdown(drop_pool, KEEL_POOL_CANCEL, 0), ==, 0);
+	CHECK_INT(drop_calls, ==, 8);
+	CHECK_INT(drop_submit_rc, ==, -ESHUTDOWN);
+	CHECK_INT(drop_seen.cancelled, ==, 8);
+	CHECK_INT(drop_seen.queued, ==, 0);
+	CHECK_INT(stats_of(drop_pool).rejected, ==, 8);
+	for (i = 0; i < 8; i++)
+		CHECK_INT(runs_of(600 + i), ==, 0);
+	keel_pool_free(drop_pool);
+	alarm(0);
+}
+
+/* A task that cancels its own pool: the drops are told on its thread,
+ * before its shutdown call returns -EDEADLK. */
+static int self_cancel_go, self_cancel_rc, self_cancel_drops_seen;
+
+static void task_cancel_own_pool(struct keel_task *t, void *arg)
+{
+	int i;
+
+	(void)t;
+	drop_thread = pthread_self();
+	for (i = 0; i < 5000 && !__atomic_load_n(&self_cancel_go,
+						 __ATOMIC_SEQ_CST); i++)
+		sleep_ms(1);
+	self_cancel_rc = keel_pool_shutdown(arg, KEEL_POOL_CANCEL, 0);
+	self_cancel_drops_seen = dropped_of(700) + dropped_of(701) +
+				 dropped_of(702);
+}
+
+TEST(on_drop_when_a_task_cancels_its_own_pool)
+{
+	struct keel_task_options opt = { .on_drop = on_drop_count };
+	struct keel_pool_config cfg;
+	struct keel_pool *p;
+	int i;
+
+	drop_thread = pthread_self(); /* until the task takes over */
+	config(&cfg, "dself", 1, 8, KEEL_POOL_BLOCK);
+	p = make(&cfg);
+	CHECK_INT(keel_pool_submit(p, task_cancel_own_pool, p, NULL), ==, 0);
+	for (i = 0; i < 3; i++)
+		CHECK_INT(keel_pool_submit(p, task_count,
+					   (void *)(intptr_t)(700 + i), &opt),
+			  ==, 0);
+	__atomic_store_n(&self_cancel_go, 1, __ATOMIC_SEQ_CST);
+	CHECK_INT(keel_pool_shutdown(p, KEEL_POOL_DRAIN, 0), ==, 0);
+	CHECK_INT(self_cancel_rc, ==, -EDEADLK);
+	CHECK_INT(self_cancel_drops_seen, ==, 3);
+	CHECK(!drop_elsewhere);
+	for (i = 0; i < 3; i++)
+		CHECK_INT(runs_of(700 + i), ==, 0);
+	CHECK_INT(stats_of(p).cancelled, ==, 3);
+	keel_pool_free(p);
+}
