@@ -24,5 +24,8 @@
 #include <keel/go.h>
 #include <keel/group.h>
 #include <keel/pool.h>
+#include <keel/trace.h>
+#include <keel/log.h>
+#include <keel/report.h>
 
 #endif /* KEEL_H */

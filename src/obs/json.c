@@ -45,14 +45,13 @@ void keel__json_reset(struct keel__json *j)
 		j->failed = 1;
 }
 
-/* Room for n more bytes, or 0 (and failed set). */
-static int room(struct keel__json *j, size_t n)
+/* Makes room for n more bytes by growing the heap buffer; 0 (and failed
+ * set) when it cannot. The common case, room already there, is inline. */
+static KEEL_COLD int grow(struct keel__json *j, size_t n)
 {
 	size_t cap;
 	char *nb;
 
-	if (KEEL_LIKELY(j->len + n <= j->cap))
-		return !j->failed;
 	if (!j->heap || j->failed) {
 		j->failed = 1;
 		return 0;
@@ -70,7 +69,16 @@ static int room(struct keel__json *j, size_t n)
 	return 1;
 }
 
-static void put(struct keel__json *j, const char *s, size_t n)
+static inline __attribute__((always_inline)) int room(struct keel__json *j,
+						      size_t n)
+{
+	if (KEEL_LIKELY(j->len + n <= j->cap && !j->failed))
+		return 1;
+	return grow(j, n);
+}
+
+static inline __attribute__((always_inline)) void put(struct keel__json *j,
+						     const char *s, size_t n)
 {
 	if (room(j, n)) {
 		memcpy(j->buf + j->len, s, n);
@@ -78,7 +86,8 @@ static void put(struct keel__json *j, const char *s, size_t n)
 	}
 }
 
-static void putc1(struct keel__json *j, char c)
+static inline __attribute__((always_inline)) void putc1(struct keel__json *j,
+						       char c)
 {
 	if (room(j, 1))
 		j->buf[j->len++] = c;
@@ -203,6 +212,22 @@ void keel__json_escape(struct keel__json *j, const char *str, size_t n)
 		size_t start = i, k;
 		unsigned char c;
 
+		/* Eight bytes at a time while none needs care: no byte below
+		 * 0x20 or above 0x7e, no '"' and no '\\'. */
+		while (i + 8 <= n) {
+			uint64_t w, lt, hi, q, b;
+
+			memcpy(&w, s + i, 8);
+			lt = (w - 0x2020202020202020ULL) & ~w;      /* < 0x20 */
+			hi = w + 0x0101010101010101ULL;             /* 0x7f..0xff */
+			q = w ^ 0x2222222222222222ULL;              /* '"' */
+			q = (q - 0x0101010101010101ULL) & ~q;
+			b = w ^ 0x5c5c5c5c5c5c5c5cULL;              /* '\\' */
+			b = (b - 0x0101010101010101ULL) & ~b;
+			if (((lt | hi | w | q | b) & 0x8080808080808080ULL) != 0)
+				break;
+			i += 8;
+		}
 		while (i < n && plain[s[i]])
 			i++;
 		if (i > start)

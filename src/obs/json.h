@@ -26,6 +26,10 @@
 
 #include <keel/common.h>
 
+/* Thread-locals of libkeel: initial-exec, so reading one is a load, not a
+ * call to __tls_get_addr (as keel__tls in keel/panic.h). */
+#define KEEL__IE __attribute__((tls_model("initial-exec")))
+
 struct keel__json {
 	char *buf;
 	size_t len, cap;

@@ -35,6 +35,7 @@
 
 #include <keel/go.h>
 #include <keel/log.h>
+#include <keel/report.h>
 #include <keel/trace.h>
 
 #include "json.h"
@@ -66,6 +67,9 @@ struct keel_logger {
 	size_t fill_len, half;
 	uint64_t fill_count; /* records in fill */
 	int stop, waiting, busy;
+	int lingering;      /* the writer waits a little for a fuller batch */
+	int flushers;       /* threads in keel_log_flush */
+	size_t threshold;   /* a batch this full is written without lingering */
 	uint64_t drop_told;
 	pthread_cond_t wake;    /* the writer waits for records */
 	pthread_cond_t drained; /* flush waits for an empty queue */
@@ -178,8 +182,8 @@ void keel_log_set_level(struct keel_logger *lg, enum keel_log_level level)
 
 /* Formatting a date costs more than the rest of a short record, so each
  * thread keeps the text of the last second it formatted. */
-static __thread time_t utc_sec = -1, local_sec = -1;
-static __thread char utc_text[20], local_text[9]; /* 2026-11-26T10:00:00, 10:00:00 */
+static __thread KEEL__IE time_t utc_sec = -1, local_sec = -1;
+static __thread KEEL__IE char utc_text[20], local_text[9]; /* 2026-11-26T10:00:00, 10:00:00 */
 
 static void put2(char *p, int v)
 {
@@ -322,13 +326,20 @@ static void format_json(struct keel_logger *lg, struct keel__json *j,
 	void *const *frames;
 	size_t nframes;
 
+	static const char *const level_json[] = {
+		"\",\"level\":\"DEBUG\"", "\",\"level\":\"INFO\"",
+		"\",\"level\":\"WARN\"", "\",\"level\":\"ERROR\"",
+		"\",\"level\":\"FATAL\"",
+	};
+
 	utc_stamp(ts, stamp);
 	trace_ids(tid, sid);
+	/* The fixed head in one go: {"timestamp":"...","level":"..." */
 	keel__json_obj(j);
-	keel__json_key(j, "timestamp");
-	keel__json_strn(j, stamp, sizeof(stamp));
-	keel__json_key(j, "level");
-	keel__json_str(j, level_names[r->level]);
+	keel__json_append(j, "\"timestamp\":\"", 13);
+	keel__json_append(j, stamp, sizeof(stamp));
+	keel__json_append(j, level_json[r->level], strlen(level_json[r->level]));
+	j->nonempty |= 1; /* the object has members: commas from here on */
 	if (r->module != NULL) {
 		keel__json_key(j, "module");
 		keel__json_str(j, r->module);
@@ -336,10 +347,11 @@ static void format_json(struct keel_logger *lg, struct keel__json *j,
 	keel__json_key(j, "message");
 	keel__json_str(j, r->msg != NULL ? r->msg : "");
 	if (tid[0] != '\0') {
-		keel__json_key(j, "trace_id");
-		keel__json_strn(j, tid, 32);
-		keel__json_key(j, "span_id");
-		keel__json_strn(j, sid, 16);
+		keel__json_append(j, ",\"trace_id\":\"", 13);
+		keel__json_append(j, tid, 32);
+		keel__json_append(j, "\",\"span_id\":\"", 13);
+		keel__json_append(j, sid, 16);
+		keel__json_append(j, "\"", 1);
 	}
 	if (lg->service != NULL) {
 		keel__json_key(j, "service");
@@ -631,7 +643,9 @@ static void deliver_async(struct keel_logger *lg, enum keel_log_level level,
 	memcpy(lg->fill + lg->fill_len, p, n);
 	lg->fill_len += n;
 	lg->fill_count++;
-	if (lg->waiting)
+	/* Wake the writer for the first record after it went idle, then only
+	 * for a full batch: one wake-up per batch, not per record. */
+	if (lg->waiting || (lg->lingering && lg->fill_len >= lg->threshold))
 		pthread_cond_signal(&lg->wake);
 	pthread_mutex_unlock(&lg->mu);
 }
@@ -666,6 +680,30 @@ static void log_record(struct keel_logger *lg, const struct record *r)
 		keel__json_free(&j);
 }
 
+/* Under mu, with records waiting: gives callers up to LINGER_NS to fill a
+ * batch of `threshold` bytes before the writer takes what there is, unless
+ * someone flushes or the logger stops. */
+#define LINGER_NS 10000000L
+
+static void linger(struct keel_logger *lg)
+{
+	struct timespec until;
+
+	if (lg->stop || lg->flushers != 0 || lg->fill_len >= lg->threshold)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += LINGER_NS;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	lg->lingering = 1;
+	while (!lg->stop && lg->flushers == 0 && lg->fill_len < lg->threshold)
+		if (pthread_cond_timedwait(&lg->wake, &lg->mu, &until) == ETIMEDOUT)
+			break;
+	lg->lingering = 0;
+}
+
 /* The writer thread: swaps the buffers and writes the full one out. */
 static void *writer_main(void *arg)
 {
@@ -687,6 +725,7 @@ static void *writer_main(void *arg)
 		}
 		if (lg->fill_len == 0 && lg->stop)
 			break;
+		linger(lg);
 		batch = lg->fill;
 		len = lg->fill_len;
 		count = lg->fill_count;
@@ -746,11 +785,12 @@ void keel_log_flush(struct keel_logger *lg)
 	if (!lg->async)
 		return;
 	pthread_mutex_lock(&lg->mu);
+	lg->flushers++;
 	while ((lg->fill_len != 0 || lg->busy) && !lg->stop) {
-		if (lg->waiting)
-			pthread_cond_signal(&lg->wake);
+		pthread_cond_signal(&lg->wake);
 		pthread_cond_wait(&lg->drained, &lg->mu);
 	}
+	lg->flushers--;
 	pthread_mutex_unlock(&lg->mu);
 }
 
@@ -896,12 +936,17 @@ int keel_log_new(const struct keel_log_config *cfg, struct keel_logger **out)
 	if (cfg->async) {
 		size_t size = cfg->async_buffer < MIN_ASYNC ? MIN_ASYNC
 							    : cfg->async_buffer;
+		pthread_condattr_t ca;
 
 		lg->async = 1;
 		lg->half = size / 2;
 		lg->fill = malloc(lg->half);
 		lg->spare = malloc(lg->half);
-		pthread_cond_init(&lg->wake, NULL);
+		lg->threshold = lg->half / 4;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&lg->wake, &ca);
+		pthread_condattr_destroy(&ca);
 		pthread_cond_init(&lg->drained, NULL);
 		if (lg->fill == NULL || lg->spare == NULL)
 			rc = -ENOMEM;
@@ -943,6 +988,42 @@ void keel_log_free(struct keel_logger *lg)
  * Records
  * ------------------------------------------------------------------------ */
 
+/* A record at or above report_level also goes to the reporter, its fields
+ * as the report's extra object. The reporter copies what it keeps and never
+ * waits, so the caller pays for one more formatting of the fields. */
+static void report_record(struct keel_logger *lg, const struct record *r)
+{
+	static const char *const sentry_levels[] = {
+		"debug", "info", "warning", "error", "fatal",
+	};
+	struct keel_report_event ev;
+	char stack[STACK_LINE];
+	struct keel__json j;
+
+	keel__json_init(&j, stack, sizeof(stack));
+	keel__json_obj(&j);
+	json_fields(&j, r->fields, r->n);
+	keel__json_obj_end(&j);
+	if (j.failed) {
+		keel__json_init(&j, NULL, 4 * STACK_LINE);
+		keel__json_obj(&j);
+		json_fields(&j, r->fields, r->n);
+		keel__json_obj_end(&j);
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.level = sentry_levels[r->level];
+	ev.message = r->msg != NULL ? r->msg : "";
+	ev.module = r->module;
+	ev.panic = r->panic;
+	if (!j.failed) {
+		ev.extra_json = j.buf;
+		ev.extra_len = j.len;
+	}
+	(void)keel_reporter_send(lg->reporter, &ev); /* counted there if refused */
+	if (j.heap)
+		keel__json_free(&j);
+}
+
 static void log_common(struct keel_logger *lg, enum keel_log_level level,
 		       const char *module, const char *msg,
 		       const struct keel_panic *p,
@@ -961,6 +1042,8 @@ static void log_common(struct keel_logger *lg, enum keel_log_level level,
 	r.panic = p;
 	r.dropped = 0;
 	log_record(lg, &r);
+	if (lg->reporter != NULL && (int)level >= lg->report_level)
+		report_record(lg, &r);
 	if (level == KEEL_LOG_FATAL)
 		keel_log_flush(lg);
 }

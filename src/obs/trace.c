@@ -13,12 +13,14 @@
 
 #include <keel/trace.h>
 
-static __thread struct keel_trace cur;
-static __thread int has_cur;
+#include "json.h"
+
+static __thread KEEL__IE struct keel_trace cur;
+static __thread KEEL__IE int has_cur;
 
 /* xoshiro256** per thread, seeded once from getrandom(2). */
-static __thread uint64_t rng[4];
-static __thread int rng_ready;
+static __thread KEEL__IE uint64_t rng[4];
+static __thread KEEL__IE int rng_ready;
 
 /* A forked child inherits the forking thread's generator: without a new
  * seed, every child of a process that drew ids would draw the same ones. */
