@@ -7,10 +7,9 @@
  * Sentry) and deletes it; a record that cannot be delivered stays; a
  * corrupt one is renamed *.bad.
  *
- * The receiver and the JSON helpers come from test_report.c.
+ * The receiver and the JSON helpers are in report_receiver.h.
  */
-#define KEEL_TEST_RECEIVER_ONLY
-#include "obs/test_report.c"
+#include "obs/report_receiver.h"
 
 #include <dirent.h>
 #include <fcntl.h>
