@@ -53,6 +53,7 @@
 #include <keel/common.h>
 #include <keel/error.h>
 #include <keel/panic.h>
+#include <keel/pool.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -234,6 +235,20 @@ KEEL_API void keel_log_panic(struct keel_logger *lg, enum keel_log_level level,
 			     const char *module, const char *msg,
 			     const struct keel_panic *p,
 			     const struct keel_field *fields, size_t n);
+
+/*
+ * Ready-made panic handlers that log the panic with keel_log_panic at
+ * ERROR, module "keel.pool" / "keel.thread": give the logger (NULL: the
+ * default) as the handler's user data.
+ *
+ *     pool_cfg.on_panic = keel_log_task_panic;  pool_cfg.panic_ud = lg;
+ *     go_opt.on_panic = keel_log_thread_panic;  go_opt.panic_ud = lg;
+ *
+ * The task's record has "pool", "task" and "worker" fields; with a
+ * reporter on the logger, each panic is reported too.
+ */
+KEEL_API void keel_log_task_panic(const struct keel_task_panic *info, void *logger);
+KEEL_API void keel_log_thread_panic(const struct keel_panic *p, void *logger);
 
 #define keel_log(lg, level, module, msg, ...)                                  \
 	do {                                                                   \

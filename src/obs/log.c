@@ -1092,3 +1092,24 @@ void keel_logf(struct keel_logger *lg, enum keel_log_level level,
 	if (msg != stack)
 		free(msg);
 }
+
+void keel_log_task_panic(const struct keel_task_panic *info, void *logger)
+{
+	struct keel_field f[] = {
+		KEEL_STR("pool", info->pool),
+		KEEL_STR("task", info->task),
+		KEEL_INT("worker", info->worker),
+	};
+
+	keel_log_panic(logger, KEEL_LOG_ERROR, "keel.pool", "task panicked",
+		       info->panic, f, sizeof(f) / sizeof(f[0]));
+}
+
+void keel_log_thread_panic(const struct keel_panic *p, void *logger)
+{
+	char name[16] = "";
+
+	(void)pthread_getname_np(pthread_self(), name, sizeof(name));
+	keel_log_panic(logger, KEEL_LOG_ERROR, "keel.thread", "thread panicked",
+		       p, (struct keel_field[]){ KEEL_STR("thread", name) }, 1);
+}

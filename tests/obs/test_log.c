@@ -1009,3 +1009,76 @@ TEST(set_default_and_restore)
 	keel_log_set_default(NULL);
 	CHECK(keel_log_default() != NULL);
 }
+
+/* ------------------------------------------------------------------------
+ * Ready-made panic handlers
+ * ------------------------------------------------------------------------ */
+
+static void crashing_task(struct keel_task *t, void *arg)
+{
+	(void)t;
+	(void)arg;
+	crash_here(NULL);
+}
+
+TEST(pool_panic_handler_logs_each_crash)
+{
+	struct keel_pool_config pc;
+	struct keel_pool *pool;
+	struct keel_task_options opt = { .name = "import" };
+	json_t *v, *stack;
+	int i;
+
+	panic_lg = mem_logger(&panic_mem, KEEL_LOG_INFO);
+	keel_pool_config_init(&pc);
+	pc.name = "workers";
+	pc.min_threads = 1;
+	pc.on_panic = keel_log_task_panic;
+	pc.panic_ud = panic_lg;
+	CHECK_INT(keel_pool_new(&pc, &pool), ==, 0);
+	for (i = 0; i < 3; i++)
+		CHECK_INT(keel_pool_submit(pool, crashing_task, NULL, &opt), ==, 0);
+	CHECK_INT(keel_pool_shutdown(pool, KEEL_POOL_DRAIN, 0), ==, 0);
+	keel_pool_free(pool);
+	CHECK_INT(count_lines(panic_mem.buf), ==, 3);
+	for (i = 0; i < 3; i++) {
+		v = line_json(panic_mem.buf, i);
+		CHECK_STR(jstr(v, "module"), "keel.pool");
+		CHECK_STR(jstr(v, "pool"), "workers");
+		CHECK_STR(jstr(v, "task"), "import");
+		CHECK_INT(json_integer_value(json_object_get(v, "worker")), ==, 0);
+		CHECK_STR(jstr(json_object_get(v, "panic"), "kind"), "nil-dereference");
+		/* Pool workers capture stacks: the crash site is named. */
+		stack = json_object_get(json_object_get(v, "panic"), "stack");
+		CHECK_STR(jstr(json_array_get(stack, 0), "function"), "crash_here");
+		json_decref(v);
+	}
+	keel_log_free(panic_lg);
+}
+
+static void crashing_thread(void *arg)
+{
+	(void)arg;
+	keel_panic("thread gave up");
+}
+
+TEST(thread_panic_handler_logs_the_panic)
+{
+	struct keel_go_options o;
+	struct keel_thread *t;
+	json_t *v;
+
+	panic_lg = mem_logger(&panic_mem, KEEL_LOG_INFO);
+	keel_go_options_init(&o);
+	o.name = "ingest";
+	o.on_panic = keel_log_thread_panic;
+	o.panic_ud = panic_lg;
+	CHECK_INT(keel_go(crashing_thread, NULL, &o, &t), ==, 0);
+	CHECK_INT(keel_go_join(t), ==, 1);
+	v = line_json(panic_mem.buf, 0);
+	CHECK_STR(jstr(v, "module"), "keel.thread");
+	CHECK_STR(jstr(v, "thread"), "ingest");
+	CHECK_STR(jstr(json_object_get(v, "panic"), "message"), "thread gave up");
+	json_decref(v);
+	keel_log_free(panic_lg);
+}
