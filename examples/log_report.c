@@ -116,7 +116,9 @@ struct payment {
 	long cents;
 };
 
-static __attribute__((noinline)) size_t card_digits(const struct payment *p)
+/* no_sanitize: under UBSan (make asan) the NULL load is the point here. */
+static __attribute__((noinline, no_sanitize("undefined"))) size_t
+card_digits(const struct payment *p)
 {
 	const char *s;
 	size_t n = 0;
@@ -216,7 +218,6 @@ int main(void)
 		ok = 0;
 	for (i = 0; i < rv.count && i < 2; i++) {
 		printf("report %d: %.160s...\n", i + 1, rv.bodies[i]);
-		if (getenv("SHOW")) printf("%s\n", rv.bodies[i]);
 		if (strstr(rv.bodies[i], tid) == NULL) {
 			fprintf(stderr, "report %d lacks trace id %s\n", i + 1, tid);
 			ok = 0;
