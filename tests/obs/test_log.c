@@ -505,10 +505,10 @@ struct writer_arg {
 static void *writer(void *p)
 {
 	struct writer_arg *a = p;
-	static char pad[6000];
+	char pad[6000];
 	int i;
 
-	memset(pad, 'p', sizeof(pad) - 1);
+	memset(pad, 'p', sizeof(pad));
 	for (i = 0; i < PER_THREAD; i++) {
 		/* Every 50th record is longer than PIPE_BUF. */
 		size_t padlen = i % 50 == 0 ? 5000 : (size_t)(i % 97);
