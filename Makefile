@@ -49,6 +49,7 @@ bench:
 	bench/run.sh
 	bench/run-policies.sh
 	bench/run-pool.sh
+	bench/run-obs.sh
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

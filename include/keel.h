@@ -27,5 +27,6 @@
 #include <keel/trace.h>
 #include <keel/log.h>
 #include <keel/report.h>
+#include <keel/metrics.h>
 
 #endif /* KEEL_H */
