@@ -167,8 +167,7 @@ static const unsigned char plain[256] = {
 	['\x20'] = 1, [0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1,
 };
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t keel__utf8_len(const unsigned char *s, size_t n)
 {
 	unsigned char c = s[0];
 
@@ -264,7 +263,7 @@ void keel__json_escape(struct keel__json *j, const char *str, size_t n)
 			i++;
 			continue;
 		}
-		k = utf8_len(s + i, n - i);
+		k = keel__utf8_len(s + i, n - i);
 		if (k == 0) {
 			put(j, "\xef\xbf\xbd", 3); /* U+FFFD for the bad byte */
 			i++;

@@ -76,6 +76,11 @@ KEEL_API void keel__json_append(struct keel__json *j, const char *s, size_t n);
  * their own text (the console log format). */
 KEEL_API void keel__json_escape(struct keel__json *j, const char *s, size_t n);
 
+/* Length of the valid UTF-8 sequence at s (n >= 1 bytes left), or 0 for
+ * a byte that does not start one: overlong forms, surrogates and code
+ * points above U+10FFFF are not valid. */
+KEEL_API size_t keel__utf8_len(const unsigned char *s, size_t n);
+
 /* ------------------------------------------------------------------------
  * keel's own values, written the same way wherever they appear (log
  * records, error reports, crash records)
@@ -101,5 +106,9 @@ KEEL_API void keel__json_panic(struct keel__json *j, const struct keel_panic *p,
 
 /* "SIGSEGV", "SIGBUS", "SIGFPE", ... (static), "SIG?" for others. */
 KEEL_API const char *keel__signal_name(int signo);
+
+/* A fault as {"signo","name","code","addr","pc"}. Async-signal-safe. */
+struct keel_fault;
+KEEL_API void keel__json_fault(struct keel__json *j, const struct keel_fault *f);
 
 #endif /* KEEL_OBS_JSON_H */

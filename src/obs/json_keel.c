@@ -24,6 +24,22 @@ const char *keel__signal_name(int signo)
 	}
 }
 
+void keel__json_fault(struct keel__json *j, const struct keel_fault *f)
+{
+	keel__json_obj(j);
+	keel__json_key(j, "signo");
+	keel__json_int(j, f->signo);
+	keel__json_key(j, "name");
+	keel__json_str(j, keel__signal_name(f->signo));
+	keel__json_key(j, "code");
+	keel__json_int(j, f->code);
+	keel__json_key(j, "addr");
+	keel__json_ptr(j, f->addr);
+	keel__json_key(j, "pc");
+	keel__json_ptr(j, f->pc);
+	keel__json_obj_end(j);
+}
+
 void keel__json_error(struct keel__json *j, const struct keel_error *e)
 {
 	int depth = 0;
@@ -85,18 +101,7 @@ void keel__json_panic(struct keel__json *j, const struct keel_panic *p,
 	keel__json_bool(j, keel_panic_is_runtime(p));
 	if (f != NULL && f->signo != 0) {
 		keel__json_key(j, "signal");
-		keel__json_obj(j);
-		keel__json_key(j, "signo");
-		keel__json_int(j, f->signo);
-		keel__json_key(j, "name");
-		keel__json_str(j, keel__signal_name(f->signo));
-		keel__json_key(j, "code");
-		keel__json_int(j, f->code);
-		keel__json_key(j, "addr");
-		keel__json_ptr(j, f->addr);
-		keel__json_key(j, "pc");
-		keel__json_ptr(j, f->pc);
-		keel__json_obj_end(j);
+		keel__json_fault(j, f);
 	}
 	if (e != NULL) {
 		keel__json_key(j, "error");

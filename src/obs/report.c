@@ -353,19 +353,6 @@ static void str_or_null(struct keel__json *j, const char *k, const char *v)
 	keel__json_str(j, v); /* NULL: null */
 }
 
-static const char *signal_name(int signo)
-{
-	switch (signo) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGFPE: return "SIGFPE";
-	case SIGILL: return "SIGILL";
-	case SIGABRT: return "SIGABRT";
-	case SIGTRAP: return "SIGTRAP";
-	default: return NULL;
-	}
-}
-
 static void stack_json(struct keel__json *j, const struct keel__report_item *it)
 {
 	size_t i;
@@ -444,17 +431,7 @@ void keel__report_webhook_json(struct keel__json *j,
 		keel__json_bool(j, it->handled);
 		if (it->fault.signo != 0) {
 			keel__json_key(j, "signal");
-			keel__json_obj(j);
-			keel__json_key(j, "signo");
-			keel__json_int(j, it->fault.signo);
-			str_or_null(j, "name", signal_name(it->fault.signo));
-			keel__json_key(j, "code");
-			keel__json_int(j, it->fault.code);
-			keel__json_key(j, "addr");
-			keel__json_ptr(j, it->fault.addr);
-			keel__json_key(j, "pc");
-			keel__json_ptr(j, it->fault.pc);
-			keel__json_obj_end(j);
+			keel__json_fault(j, &it->fault);
 		}
 		stack_json(j, it);
 		keel__json_obj_end(j);

@@ -168,19 +168,6 @@ int keel__sentry_dsn_parse(const char *dsn, struct keel__sentry_dsn *out)
  * The event and its envelope
  * ------------------------------------------------------------------------ */
 
-static const char *signal_name(int signo)
-{
-	switch (signo) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGFPE: return "SIGFPE";
-	case SIGILL: return "SIGILL";
-	case SIGABRT: return "SIGABRT";
-	case SIGTRAP: return "SIGTRAP";
-	default: return NULL;
-	}
-}
-
 static void kv(struct keel__json *j, const char *k, const char *v)
 {
 	if (v != NULL) {
@@ -233,7 +220,7 @@ static void exception(struct keel__json *j, const struct keel__report_item *it)
 	keel__json_key(j, "handled");
 	keel__json_bool(j, it->handled);
 	if (it->fault.signo != 0) {
-		const char *name = signal_name(it->fault.signo);
+		const char *name = keel__signal_name(it->fault.signo);
 
 		keel__json_key(j, "meta");
 		keel__json_obj(j);

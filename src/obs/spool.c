@@ -124,37 +124,6 @@ static size_t put_utf8(char *o, unsigned cp)
 	return 4;
 }
 
-/* Length of a valid UTF-8 sequence at s, or 0 (same rules as json.c). */
-static size_t utf8_ok(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-
-	if (c >= 0xc2 && c <= 0xdf)
-		return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-		return n >= 3 && s[1] >= lo && s[1] <= hi &&
-				       (s[2] & 0xc0) == 0x80
-			       ? 3
-			       : 0;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-		return n >= 4 && s[1] >= lo && s[1] <= hi &&
-				       (s[2] & 0xc0) == 0x80 &&
-				       (s[3] & 0xc0) == 0x80
-			       ? 4
-			       : 0;
-	}
-	return 0;
-}
-
 /* A string at p->p (after the opening quote) into a new NUL-terminated
  * buffer. The decoded text is never longer than the escaped one. */
 static int parse_str(struct jp *p, char **out, size_t *outn)
@@ -181,7 +150,7 @@ static int parse_str(struct jp *p, char **out, size_t *outn)
 		if (c < 0x20)
 			goto bad;
 		if (c >= 0x80) {
-			k = utf8_ok((const unsigned char *)p->p,
+			k = keel__utf8_len((const unsigned char *)p->p,
 				    (size_t)(s - p->p));
 			if (k == 0)
 				goto bad;
@@ -644,16 +613,7 @@ static void render_record(struct keel__json *j, const struct keel_panic *p,
 	keel__json_bool(j, keel_panic_is_runtime(p));
 	if (f != NULL && f->signo != 0) {
 		keel__json_key(j, "signal");
-		keel__json_obj(j);
-		keel__json_key(j, "signo");
-		keel__json_int(j, f->signo);
-		keel__json_key(j, "code");
-		keel__json_int(j, f->code);
-		keel__json_key(j, "addr");
-		keel__json_ptr(j, f->addr);
-		keel__json_key(j, "pc");
-		keel__json_ptr(j, f->pc);
-		keel__json_obj_end(j);
+		keel__json_fault(j, f);
 	}
 	keel__json_key(j, "frames");
 	keel__json_arr(j);
