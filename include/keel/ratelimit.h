@@ -28,7 +28,8 @@
  * it waits gives its permit back and ends with the token's reason.
  *
  * A rejected call gets code KEEL_ERATE_LIMITED (decided_by
- * KEEL_POLICY_RATELIMIT), a KEEL_EV_REJECTED event and the rejections
+ * KEEL_POLICY_RATELIMIT), outcome.retry_after set to how long until a
+ * permit is free, a KEEL_EV_REJECTED event and the rejections
  * counter; it never started, so calls == successes + failures + panics +
  * rejections. In a pipeline the limiter sits inside retry: every attempt
  * takes a permit of its own.

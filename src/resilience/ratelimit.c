@@ -116,6 +116,14 @@ static void ratelimit_execute(struct keel_policy *p, struct keel__chain *next,
 		x->start = x->clock->now(x->clock);
 	if (KEEL_UNLIKELY(err != 0)) {
 		keel__outcome_reject(out, KEEL_POLICY_RATELIMIT, err);
+		if (err == KEEL_ERATE_LIMITED) {
+			/* When one permit will be there: what an HTTP 429's
+			 * Retry-After says. */
+			int64_t tat = __atomic_load_n(&rl->tat, __ATOMIC_RELAXED);
+			int64_t at = (tat > now ? tat : now) + rl->interval - rl->span;
+
+			out->retry_after = at > now ? at - now : 0;
+		}
 		keel__policy_add(p, KEEL__STAT(rejections));
 		keel__policy_emit(p, KEEL_EV_REJECTED, x, out, 0, 0, 0);
 		return;

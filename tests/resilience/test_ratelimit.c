@@ -256,6 +256,28 @@ TEST(rejection_outcome_and_event)
 	keel_policy_free(p);
 }
 
+TEST(rejection_says_when_a_permit_is_free)
+{
+	struct keel_policy *p;
+	struct keel_outcome o;
+
+	keel_vclock_init(&vc, 0);
+	p = make(KEEL_RATELIMIT_BURSTY, 10, KEEL_SEC, 2, 0); /* 100 ms apart */
+	CHECK_INT(keel_policy_execute(p, op_ok, NULL, NULL, &o), ==, 0);
+	CHECK_INT(o.retry_after, ==, 0);
+	CHECK_INT(keel_policy_execute(p, op_ok, NULL, NULL, &o), ==, 0);
+	CHECK_INT(keel_policy_execute(p, op_ok, NULL, NULL, &o), ==,
+		  KEEL_ERATE_LIMITED);
+	CHECK_INT(o.retry_after, ==, 100 * KEEL_MSEC);
+	set_time(30 * KEEL_MSEC);
+	CHECK_INT(keel_policy_execute(p, op_ok, NULL, NULL, &o), ==,
+		  KEEL_ERATE_LIMITED);
+	CHECK_INT(o.retry_after, ==, 70 * KEEL_MSEC);
+	set_time(100 * KEEL_MSEC); /* exactly when it said */
+	CHECK_INT(keel_policy_execute(p, op_ok, NULL, NULL, &o), ==, 0);
+	keel_policy_free(p);
+}
+
 /* ------------------------------------------------------------------------
  * Waiting for a permit
  * ------------------------------------------------------------------------ */
