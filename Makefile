@@ -50,6 +50,7 @@ bench:
 	bench/run-policies.sh
 	bench/run-pool.sh
 	bench/run-obs.sh
+	bench/run-http.sh
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

@@ -28,5 +28,6 @@
 #include <keel/log.h>
 #include <keel/report.h>
 #include <keel/metrics.h>
+#include <keel/http.h>
 
 #endif /* KEEL_H */

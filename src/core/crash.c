@@ -451,10 +451,21 @@ int keel__frame_resolve(void *pc, int exact, struct keel_frame *out)
 		at -= 1;
 #ifdef KEEL_HAVE_LIBBACKTRACE
 	if (bt_state != NULL) {
+		/* libbacktrace reads its debug info lazily and publishes it
+		 * with atomics that a sanitizer cannot see (libbacktrace.a is
+		 * not instrumented), and two first lookups race to fill the
+		 * same tables: one lookup at a time. A crashing process may
+		 * have died holding the lock, so the crash hook goes without. */
+		static pthread_mutex_t bt_mu = PTHREAD_MUTEX_INITIALIZER;
+		int locked = atomic_load(&crashing) == 0 &&
+			     pthread_mutex_lock(&bt_mu) == 0;
+
 		backtrace_pcinfo(bt_state, at, on_resolve_pc, on_bterror, out);
 		if (out->function == NULL)
 			backtrace_syminfo(bt_state, at, on_resolve_sym,
 					  on_bterror, out);
+		if (locked)
+			pthread_mutex_unlock(&bt_mu);
 	}
 #endif
 	if (out->function == NULL) {

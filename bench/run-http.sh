@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# bench/run-http.sh - requests per second that wrk gets from keel's HTTP
+# server, next to bare libmicrohttpd and Go's net/http, all in the same run,
+# and one table with the ratios and the issue's target:
+#   keel_full (the whole middleware chain) >= 0.9x bare libmicrohttpd, hello.
+#
+#   bench/run-http.sh               (part of `make bench`)
+#
+# The servers (each on 127.0.0.1, on a port the kernel picks):
+#   bare_mhd      bench_http_bare epoll: MHD, one epoll thread + TURBO (keel's
+#                 default flags); /sleep sleeps on that thread
+#   bare_mhd_tpc  bench_http_bare tpc: MHD, a thread per connection
+#   keel_bare     bench_http_keel bare: keel's server, no middleware
+#   keel_full     bench_http_keel full: recover, trace, access_log (JSON to
+#                 /dev/null), metrics
+#   go            go/httpbench: net/http + a deferred-recover middleware
+# Each is started in turn, loaded on GET /hello (the handler answers at once)
+# and GET /sleep (it sleeps 10 ms; keel runs it on its pool), then, unless
+# KEEL_BENCH_HTTP_MIXED=0, on both at once: one connection asking /hello
+# while the others keep /sleep busy, to show whether a slow handler stalls
+# the rest. Then the server is stopped (SIGTERM) and must exit 0.
+#
+# Environment:
+#   KEEL_BENCH_HTTP_THREADS   wrk threads (default 2)
+#   KEEL_BENCH_HTTP_CONNS     connections for /hello (default 64)
+#   KEEL_BENCH_HTTP_SLEEP_CONNS  connections for /sleep (default 64)
+#   KEEL_BENCH_HTTP_DURATION  one measurement (default 5s)
+#   KEEL_BENCH_HTTP_WARMUP    wrk run before each measurement (default 1s)
+#   KEEL_BENCH_HTTP_TIMEOUT   wrk's request timeout (default 5s)
+#   KEEL_BENCH_HTTP_MIXED     1 (default): also the mixed load; 0: not
+#   KEEL_BENCH_HTTP_CASES     servers to run (default: all five, in order)
+#   KEEL_BENCH_HTTP_POOL      keel's pool workers for /sleep (default 64)
+#   KEEL_BENCH_ROUNDS         rounds of everything (default 1); with more,
+#                             each figure is the median of its rounds
+#   KEEL_BENCH_BUILD          build folder (default build-bench)
+#   GO, CC                    as for bench/run.sh
+#
+# The table also goes to bench/results/http-<date>.txt. Targets are
+# reported, never enforced: the exit status is 0 whenever every server
+# started, answered 200 to every request wrk counted, and stopped cleanly.
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if ! command -v wrk >/dev/null; then
+	echo "bench: wrk is not installed; the HTTP benchmark loads the servers with it." >&2
+	echo "bench: install it with: scripts/deps.sh bench   (Debian package wrk)" >&2
+	exit 2
+fi
+
+threads=${KEEL_BENCH_HTTP_THREADS:-2}
+conns=${KEEL_BENCH_HTTP_CONNS:-64}
+sleep_conns=${KEEL_BENCH_HTTP_SLEEP_CONNS:-64}
+duration=${KEEL_BENCH_HTTP_DURATION:-5s}
+warmup=${KEEL_BENCH_HTTP_WARMUP:-1s}
+timeout=${KEEL_BENCH_HTTP_TIMEOUT:-5s}
+mixed=${KEEL_BENCH_HTTP_MIXED:-1}
+rounds=${KEEL_BENCH_ROUNDS:-1}
+read -r -a cases <<<"${KEEL_BENCH_HTTP_CASES:-bare_mhd bare_mhd_tpc keel_bare keel_full go}"
+
+for v in threads conns sleep_conns rounds; do
+	if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
+		echo "bench: $v (${!v}) must be a positive number" >&2
+		exit 2
+	fi
+done
+for v in duration warmup timeout; do
+	if ! [[ ${!v} =~ ^[0-9]+(ms|s|m)?$ ]]; then
+		echo "bench: $v (${!v}) must be a wrk duration such as 5s" >&2
+		exit 2
+	fi
+done
+for c in "${cases[@]}"; do
+	case $c in
+	bare_mhd | bare_mhd_tpc | keel_bare | keel_full | go) ;;
+	*) echo "bench: unknown case '$c' (known: bare_mhd bare_mhd_tpc keel_bare keel_full go)" >&2; exit 2 ;;
+	esac
+done
+
+# --- build and machine ---------------------------------------------------------
+# Only what the chosen cases need.
+targets=()
+[[ " ${cases[*]} " == *" bare_mhd"* ]] && targets+=(bench_http_bare)
+[[ " ${cases[*]} " == *" keel_"* ]] && targets+=(bench_http_keel)
+log=$build/bench-http-build.log
+echo "bench: building in $build (log: $log)"
+: >"$log"
+if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
+       { ((${#targets[@]} == 0)) ||
+         cmake --build "$build" --target "${targets[@]}" -j "$(nproc)"; }; } >>"$log" 2>&1; then
+	tail -n 30 "$log" >&2
+	echo "bench: building ${targets[*]} failed (see $log)" >&2
+	exit 1
+fi
+if [[ " ${cases[*]} " == *" go "* ]] &&
+   ! (cd "$root/bench/go" && gorun build -o "$gobuild/httpbench" ./httpbench) >>"$log" 2>&1; then
+	tail -n 30 "$log" >&2
+	echo "bench: building the Go benchmark failed (see $log)" >&2
+	exit 1
+fi
+describe_machine
+mhd_version=$(pkg-config --modversion libmicrohttpd 2>/dev/null || echo unknown)
+wrk_version=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}')
+
+# --- servers -----------------------------------------------------------------
+# Every server started is recorded in $server_pid until it has been stopped;
+# the trap stops whatever is left, whatever went wrong.
+work=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-http-XXXXXX")
+server_pid=
+loader_pid=
+
+cleanup() {
+	local p
+	for p in $loader_pid $server_pid; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in $loader_pid $server_pid; do
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+server_cmd() {
+	case $1 in
+	bare_mhd) echo "$build/bench/bench_http_bare epoll" ;;
+	bare_mhd_tpc) echo "$build/bench/bench_http_bare tpc" ;;
+	keel_bare) echo "$build/bench/bench_http_keel bare" ;;
+	keel_full) echo "$build/bench/bench_http_keel full" ;;
+	go) echo "$gobuild/httpbench" ;;
+	esac
+}
+
+# start_server CASE: starts it, waits (up to 10 s) for "ready <port>" and
+# sets $port.
+start_server() {
+	local c=$1 i word p
+	local -a cmd
+	read -r -a cmd <<<"$(server_cmd "$c")"
+	"${cmd[@]}" >"$work/$c.out" 2>"$work/$c.err" &
+	server_pid=$!
+	port=
+	for ((i = 0; i < 200; i++)); do
+		if [[ -s $work/$c.out ]] && read -r word p <"$work/$c.out" && [[ $word == ready ]]; then
+			port=$p
+			return 0
+		fi
+		if ! kill -0 "$server_pid" 2>/dev/null; then
+			break
+		fi
+		sleep 0.05
+	done
+	echo "bench: $c did not start:" >&2
+	cat "$work/$c.err" >&2
+	exit 1
+}
+
+# stop_server CASE: SIGTERM, then it must exit 0 within 15 s (keel and Go
+# wait up to 5 s for requests in flight) and say how many it served.
+stop_server() {
+	local c=$1 i st=0
+	kill -TERM "$server_pid"
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if kill -0 "$server_pid" 2>/dev/null; then
+		kill -KILL "$server_pid" 2>/dev/null || true
+		echo "bench: $c did not stop on SIGTERM" >&2
+		wait "$server_pid" 2>/dev/null || true
+		server_pid=
+		exit 1
+	fi
+	wait "$server_pid" || st=$?
+	server_pid=
+	if ((st != 0)); then
+		echo "bench: $c exited with status $st:" >&2
+		cat "$work/$c.err" >&2
+		exit 1
+	fi
+	served=$(awk '$1 == "served" { print $2 }' "$work/$c.err")
+}
+
+# wrk_run OUT CONNS PATH DURATION [THREADS]: one wrk run, its output in OUT.
+wrk_run() {
+	if ! wrk -t"${5:-$threads}" -c"$2" -d"$4" --timeout "$timeout" --latency \
+		"http://127.0.0.1:$port$3" >"$1" 2>&1; then
+		echo "bench: wrk failed:" >&2
+		cat "$1" >&2
+		return 1
+	fi
+}
+
+# parse OUT: "<req/s> <p50 ms> <p99 ms> <errors> <requests>", or fails
+# (saying why) when wrk failed or a response was not 2xx: the servers
+# answer 200 to every request wrk makes, so anything else is a broken run.
+parse() {
+	awk '
+	function ms(s) {
+		if (s ~ /us$/) return substr(s, 1, length(s) - 2) / 1000
+		if (s ~ /ms$/) return substr(s, 1, length(s) - 2) + 0
+		if (s ~ /m$/) return substr(s, 1, length(s) - 1) * 60000
+		if (s ~ /s$/) return substr(s, 1, length(s) - 1) * 1000
+		return -1
+	}
+	/^Requests\/sec:/ { rps = $2 }
+	/^ +50%/ { p50 = ms($2) }
+	/^ +99%/ { p99 = ms($2) }
+	/requests in/ { n = $1 }
+	/Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+	/Non-2xx or 3xx responses:/ { bad = $NF }
+	END {
+		if (rps == "" || p50 == "" || p99 == "" || n == "") {
+			print "no results from wrk" > "/dev/stderr"; exit 1
+		}
+		if (bad > 0) {
+			print bad " responses were not 2xx" > "/dev/stderr"; exit 1
+		}
+		if (n == 0) {
+			print "no request completed" > "/dev/stderr"; exit 1
+		}
+		printf "%s %.3f %.3f %d %d\n", rps, p50, p99, err + 0, n
+	}' "$1"
+}
+
+# measure CASE ROUTE CONNS PATH: warm-up, then the measured run; appends
+# "<case> <route> <req/s> <p50> <p99> <errors>" to $results.
+measure() {
+	local c=$1 route=$2 n=$3 path=$4 f line
+	f=$work/$c-$route.wrk
+	wrk_run "$f" "$n" "$path" "$warmup"
+	wrk_run "$f" "$n" "$path" "$duration"
+	if ! line=$(parse "$f"); then
+		echo "bench: $c $route: bad wrk run:" >&2
+		cat "$f" >&2
+		exit 1
+	fi
+	results+="$c $route ${line% *}"$'\n'
+	total=$((total + ${line##* }))
+}
+
+# measure_mixed CASE: /sleep loaded by SLEEP_CONNS - 1 connections while one
+# more connection asks /hello, both for DURATION; records mixed_hello and
+# mixed_sleep.
+measure_mixed() {
+	local c=$1 ls lh
+	local fs=$work/$c-mixed-sleep.wrk fh=$work/$c-mixed-hello.wrk
+	local n=$((sleep_conns > 1 ? sleep_conns - 1 : 1))
+	wrk_run "$fs" "$n" /sleep "$warmup"
+	wrk_run "$fs" "$n" /sleep "$duration" &
+	loader_pid=$!
+	wrk_run "$fh" 1 /hello "$duration" 1
+	wait "$loader_pid"
+	loader_pid=
+	if ! lh=$(parse "$fh") || ! ls=$(parse "$fs"); then
+		echo "bench: $c mixed: bad wrk run:" >&2
+		cat "$fh" "$fs" >&2
+		exit 1
+	fi
+	results+="$c mixed_hello ${lh% *}"$'\n'"$c mixed_sleep ${ls% *}"$'\n'
+	total=$((total + ${lh##* } + ${ls##* }))
+}
+
+# --- run ---------------------------------------------------------------------
+# Server by server, each loaded the same way, so that both sides of a ratio
+# see the machine in about the same state.
+echo "bench: wrk -t$threads -d$duration (warm-up $warmup): /hello -c$conns, /sleep -c$sleep_conns," \
+	"servers: ${cases[*]}, $rounds round(s)"
+results=
+for ((r = 0; r < rounds; r++)); do
+	for c in "${cases[@]}"; do
+		echo "bench: $c" >&2
+		total=0
+		start_server "$c"
+		measure "$c" hello "$conns" /hello
+		measure "$c" sleep "$sleep_conns" /sleep
+		if [[ $mixed != 0 ]]; then
+			measure_mixed "$c"
+		fi
+		stop_server "$c"
+		# A server must have answered at least what wrk counted as done
+		# (wrk's totals leave out the warm-ups and the requests cut at
+		# the end), so no row can come from a server that did nothing.
+		if ! [[ $served =~ ^[0-9]+$ ]] || ((served < total)); then
+			echo "bench: $c served ${served:-?} requests, wrk counted $total" >&2
+			exit 1
+		fi
+	done
+done
+
+table() {
+	echo "keel HTTP benchmark, $stamp"
+	echo "machine:  $(nproc) CPUs, ${cpu:-$(uname -m)}, Linux $(uname -r)"
+	echo "C:        $cc_version (CMAKE_BUILD_TYPE=Release), ${libc:-libc unknown}"
+	echo "          libmicrohttpd $mhd_version"
+	echo "Go:       $go_version"
+	echo "load:     $wrk_version -t$threads --latency, ${duration} per row after a ${warmup} warm-up;"
+	echo "          /hello with $conns connections, /sleep (10 ms) with $sleep_conns; wrk runs on"
+	echo "          the same CPUs as the server"
+	if ((rounds > 1)); then
+		echo "          $rounds rounds: each figure is the median of the rounds"
+	fi
+	echo
+	awk -v all="$results" -v mixed="$mixed" '
+	function ratio(a, b, r) {
+		return ((a, r) in v && (b, r) in v && v[b, r] > 0) ? v[a, r] / v[b, r] : -1
+	}
+	function fx(x) { return x < 0 ? "-" : sprintf("%.2fx", x) }
+	# median of the rounds of (case, route), column k
+	function median(key, k,    m, i, j, t, a) {
+		m = cnt[key]
+		for (i = 1; i <= m; i++) {
+			t = col[key, i, k]
+			for (j = i; j > 1 && a[j - 1] > t; j--)
+				a[j] = a[j - 1]
+			a[j] = t
+		}
+		return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+	}
+	BEGIN {
+		n = split(all, lines, "\n")
+		for (i = 1; i <= n; i++) {
+			if (split(lines[i], f, " ") < 6)
+				continue
+			key = f[1] SUBSEP f[2]
+			if (!(f[1] in seen)) {
+				seen[f[1]] = 1
+				order[++ncases] = f[1]
+			}
+			k = ++cnt[key]
+			for (j = 3; j <= 6; j++)
+				col[key, k, j] = f[j] + 0
+		}
+		for (key in cnt) {
+			v[key] = median(key, 3)
+			p50[key] = median(key, 4)
+			p99[key] = median(key, 5)
+			errs[key] = median(key, 6)
+		}
+		fmt = "%-14s %-6s %11s %9s %9s %7s\n"
+		printf fmt, "case", "route", "req/s", "p50 ms", "p99 ms", "errors"
+		split("hello sleep", routes, " ")
+		for (ri = 1; ri <= 2; ri++)
+			for (i = 1; i <= ncases; i++) {
+				c = order[i]; r = routes[ri]
+				if (!((c, r) in v))
+					continue
+				printf fmt, c, r, sprintf("%.0f", v[c, r]),
+					sprintf("%.2f", p50[c, r]), sprintf("%.2f", p99[c, r]),
+					errs[c, r]
+			}
+		print ""
+		fmt = "%-38s %8s  %-10s %s\n"
+		printf fmt, "ratio (req/s over req/s)", "measured", "target", "result"
+		x = ratio("keel_full", "bare_mhd", "hello")
+		printf fmt, "keel_full / bare_mhd, hello", fx(x), ">= 0.9x",
+			x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")
+		printf fmt, "keel_bare / bare_mhd, hello", fx(ratio("keel_bare", "bare_mhd", "hello")), "", ""
+		printf fmt, "keel_full / keel_bare, hello", fx(ratio("keel_full", "keel_bare", "hello")), "", ""
+		printf fmt, "keel_full / go, hello", fx(ratio("keel_full", "go", "hello")), "", ""
+		printf fmt, "bare_mhd / go, hello", fx(ratio("bare_mhd", "go", "hello")), "", ""
+		printf fmt, "keel_full / bare_mhd, sleep", fx(ratio("keel_full", "bare_mhd", "sleep")), "", ""
+		printf fmt, "keel_full / bare_mhd_tpc, sleep", fx(ratio("keel_full", "bare_mhd_tpc", "sleep")), "", ""
+		printf fmt, "keel_full / go, sleep", fx(ratio("keel_full", "go", "sleep")), "", ""
+		printf fmt, "bare_mhd_tpc / go, sleep", fx(ratio("bare_mhd_tpc", "go", "sleep")), "", ""
+		if (mixed == "0")
+			exit
+		print ""
+		print "mixed: 1 connection on /hello while the others load /sleep"
+		fmt = "%-14s %11s %9s %9s %13s\n"
+		printf fmt, "case", "hello req/s", "p50 ms", "p99 ms", "sleep req/s"
+		for (i = 1; i <= ncases; i++) {
+			c = order[i]
+			if (!((c, "mixed_hello") in v))
+				continue
+			printf fmt, c, sprintf("%.0f", v[c, "mixed_hello"]),
+				sprintf("%.2f", p50[c, "mixed_hello"]),
+				sprintf("%.2f", p99[c, "mixed_hello"]),
+				sprintf("%.0f", v[c, "mixed_sleep"])
+		}
+	}'
+	echo
+	echo "Ratios are req/s over req/s: above 1.00x the first serves more."
+	echo "errors: wrk's socket errors (connect, read, write, timeout) in the run."
+	echo "bare_mhd: MHD alone, one epoll thread + MHD_USE_TURBO (keel's default); its"
+	echo "/sleep blocks that thread. bare_mhd_tpc: MHD, a thread per connection."
+	echo "keel_bare: keel's server, no middleware; keel_full: recover, trace,"
+	echo "access_log (synchronous JSON to /dev/null), metrics; /sleep on a pool of"
+	echo "${KEEL_BENCH_HTTP_POOL:-64} workers (KEEL_HTTP_BLOCKING)."
+	echo "go: net/http, ServeMux behind defer func() { if recover() != nil { 500 } }()."
+}
+
+mkdir -p "$root/bench/results"
+out=$root/bench/results/http-$(date '+%Y-%m-%d-%H%M%S').txt
+echo
+table | tee "$out"
+echo
+echo "bench: table written to ${out#"$root"/}"

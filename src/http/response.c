@@ -1,0 +1,265 @@
+/*
+ * src/http/response.c - the response a handler builds: status, headers and
+ * a body in memory, sent by server.c when the chain returns.
+ *
+ * Nothing here talks to libmicrohttpd: the response is plain data until
+ * the server turns it into an MHD response (and takes the body buffer
+ * without copying it).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+void keel__http_resp_init(struct keel_http_resp *rs)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->status = 200;
+}
+
+static void headers_clear(struct keel_http_resp *rs)
+{
+	size_t i;
+
+	for (i = 0; i < rs->nheaders; i++) {
+		free(rs->headers[i].name);
+		free(rs->headers[i].value);
+	}
+	rs->nheaders = 0;
+}
+
+void keel__http_resp_release(struct keel_http_resp *rs)
+{
+	headers_clear(rs);
+	free(rs->headers);
+	free(rs->body);
+	keel__http_resp_init(rs);
+}
+
+/* A status MHD can send: three digits, 1xx to 5xx (and the 6xx-9xx some
+ * private protocols use). */
+static int status_ok(int status)
+{
+	return status >= 100 && status <= 999;
+}
+
+void keel_http_status(struct keel_http_resp *rs, int status)
+{
+	if (rs == NULL || rs->committed || !status_ok(status))
+		return;
+	rs->status = status;
+}
+
+void keel_http_write_header(struct keel_http_resp *rs, int status)
+{
+	if (rs == NULL || rs->committed)
+		return;
+	if (status_ok(status))
+		rs->status = status;
+	rs->committed = 1;
+}
+
+int keel_http_committed(const struct keel_http_resp *rs)
+{
+	return rs != NULL && rs->committed;
+}
+
+int keel_http_resp_status(const struct keel_http_resp *rs)
+{
+	return rs != NULL ? rs->status : 0;
+}
+
+size_t keel_http_resp_size(const struct keel_http_resp *rs)
+{
+	return rs != NULL ? rs->len : 0;
+}
+
+/* RFC 9110 token characters. */
+static int tchar(unsigned char c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return 1;
+	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Exported for server.c and the middleware (a token check is needed for
+ * methods as well). */
+int keel__http_token(const char *s)
+{
+	if (s == NULL || *s == '\0')
+		return 0;
+	for (; *s; s++)
+		if (!tchar((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* A field value: visible characters, spaces and tabs; no CR, LF or other
+ * controls (a header injection is a CR LF in a value). */
+static int value_ok(const char *v)
+{
+	for (; *v; v++) {
+		unsigned char c = (unsigned char)*v;
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+static struct keel__http_header *header_find(const struct keel_http_resp *rs,
+					     const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < rs->nheaders; i++)
+		if (strcasecmp(rs->headers[i].name, name) == 0)
+			return &rs->headers[i];
+	return NULL;
+}
+
+int keel_http_set_header(struct keel_http_resp *rs, const char *name,
+			 const char *value)
+{
+	struct keel__http_header *h;
+	char *v;
+
+	if (rs == NULL || !keel__http_token(name) || value == NULL ||
+	    !value_ok(value))
+		return -EINVAL;
+	v = strdup(value);
+	if (v == NULL)
+		return -ENOMEM;
+	h = header_find(rs, name);
+	if (h != NULL) {
+		free(h->value);
+		h->value = v;
+		return 0;
+	}
+	if (rs->nheaders == rs->cap_headers) {
+		size_t cap = rs->cap_headers ? 2 * rs->cap_headers : 8;
+		struct keel__http_header *nh =
+		    realloc(rs->headers, cap * sizeof(*nh));
+
+		if (nh == NULL) {
+			free(v);
+			return -ENOMEM;
+		}
+		rs->headers = nh;
+		rs->cap_headers = cap;
+	}
+	h = &rs->headers[rs->nheaders];
+	h->name = strdup(name);
+	if (h->name == NULL) {
+		free(v);
+		return -ENOMEM;
+	}
+	h->value = v;
+	rs->nheaders++;
+	return 0;
+}
+
+const char *keel_http_resp_header(const struct keel_http_resp *rs,
+				  const char *name)
+{
+	const struct keel__http_header *h;
+
+	if (rs == NULL || name == NULL)
+		return NULL;
+	h = header_find(rs, name);
+	return h != NULL ? h->value : NULL;
+}
+
+/* Makes room for n more bytes and the NUL kept after the body. */
+static int reserve(struct keel_http_resp *rs, size_t n)
+{
+	size_t need, cap;
+	char *nb;
+
+	if (n > SIZE_MAX - rs->len - 1)
+		return -ENOMEM;
+	need = rs->len + n + 1;
+	if (need <= rs->cap)
+		return 0;
+	cap = rs->cap ? rs->cap : 256;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+	nb = realloc(rs->body, cap);
+	if (nb == NULL)
+		return -ENOMEM;
+	rs->body = nb;
+	rs->cap = cap;
+	return 0;
+}
+
+int keel_http_write(struct keel_http_resp *rs, const void *data, size_t len)
+{
+	int rc;
+
+	if (rs == NULL || (data == NULL && len > 0))
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	rc = reserve(rs, len);
+	if (rc < 0)
+		return rc;
+	memcpy(rs->body + rs->len, data, len);
+	rs->len += len;
+	rs->body[rs->len] = '\0';
+	return 0;
+}
+
+int keel__http_vprintf(struct keel_http_resp *rs, const char *fmt, va_list ap)
+{
+	va_list aq;
+	int n, rc;
+
+	if (rs == NULL || fmt == NULL)
+		return -EINVAL;
+	/* Try in the room there is; grow once to the exact size if short. */
+	if (reserve(rs, 0) < 0)
+		return -ENOMEM;
+	va_copy(aq, ap);
+	n = vsnprintf(rs->body + rs->len, rs->cap - rs->len, fmt, aq);
+	va_end(aq);
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n >= rs->cap - rs->len) {
+		rc = reserve(rs, (size_t)n);
+		if (rc < 0) {
+			rs->body[rs->len] = '\0';
+			return rc;
+		}
+		vsnprintf(rs->body + rs->len, rs->cap - rs->len, fmt, ap);
+	}
+	rs->len += (size_t)n;
+	return 0;
+}
+
+int keel_http_printf(struct keel_http_resp *rs, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = keel__http_vprintf(rs, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+void keel_http_reset(struct keel_http_resp *rs)
+{
+	if (rs == NULL || rs->committed)
+		return;
+	headers_clear(rs);
+	rs->len = 0;
+	if (rs->body != NULL)
+		rs->body[0] = '\0';
+	rs->status = 200;
+}
