@@ -69,7 +69,7 @@ struct keel_http_req {
 	char *body;                      /* NUL-terminated, owned */
 	size_t body_len, body_cap;
 	int body_too_large;              /* more than max_body_size arrived */
-	char remote[64];
+	char remote[64];                 /* "" until asked for */
 	int64_t started;                 /* monotonic ns */
 	int offloaded;
 	struct {
@@ -121,6 +121,10 @@ void keel__http_req_release(struct keel_http_req *rq);
 /* Copies headers and query from the connection, for a request that will
  * run on another thread. 0 or -ENOMEM. */
 int keel__http_req_detach(struct keel_http_req *rq);
+
+/* The client's address as text into buf ("unknown" when it has none). */
+struct MHD_Connection;
+void keel__http_remote_addr(struct MHD_Connection *conn, char *buf, size_t len);
 
 /* The RFC 3339 UTC timestamp with milliseconds of now (24 chars + NUL). */
 void keel__http_now_rfc3339(char buf[32]);

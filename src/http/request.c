@@ -95,7 +95,15 @@ const char *keel_http_body(const struct keel_http_req *rq, size_t *len)
 
 const char *keel_http_remote_addr(const struct keel_http_req *rq)
 {
-	return rq != NULL ? rq->remote : NULL;
+	struct keel_http_req *w = (struct keel_http_req *)rq;
+
+	if (rq == NULL)
+		return NULL;
+	/* Formatted on first use: most requests never ask. Once the request
+	 * has left the event thread it was formatted by detach. */
+	if (w->remote[0] == '\0' && w->conn != NULL)
+		keel__http_remote_addr(w->conn, w->remote, sizeof(w->remote));
+	return rq->remote;
 }
 
 int64_t keel_http_started(const struct keel_http_req *rq)
@@ -237,6 +245,8 @@ int keel__http_req_detach(struct keel_http_req *rq)
 
 	if (rq->conn == NULL)
 		return 0;
+	if (rq->remote[0] == '\0')
+		keel__http_remote_addr(rq->conn, rq->remote, sizeof(rq->remote));
 	if (copy_kind(rq->conn, MHD_HEADER_KIND, &h, &nh) < 0)
 		return -ENOMEM;
 	if (copy_kind(rq->conn, MHD_GET_ARGUMENT_KIND, &q, &nq) < 0) {

@@ -292,19 +292,40 @@ static void state_unref(struct conn_state *st)
 	free(st);
 }
 
-static void remote_addr(struct MHD_Connection *conn, char *buf, size_t len)
+/* IPv4 by hand: inet_ntop formats with sprintf, which showed in the
+ * access log's profile. buf holds at least 16 bytes. */
+static void ipv4_text(const unsigned char *a, char *buf)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		unsigned v = a[i];
+
+		if (v >= 100)
+			*buf++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*buf++ = (char)('0' + v / 10 % 10);
+		*buf++ = (char)('0' + v % 10);
+		*buf++ = i < 3 ? '.' : '\0';
+	}
+}
+
+void keel__http_remote_addr(struct MHD_Connection *conn, char *buf, size_t len)
 {
 	const union MHD_ConnectionInfo *ci;
 	const struct sockaddr *sa;
 
-	snprintf(buf, len, "unknown");
+	if (len < 16)
+		return;
+	memcpy(buf, "unknown", 8);
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci == NULL || ci->client_addr == NULL)
 		return;
 	sa = ci->client_addr;
 	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
-			  buf, (socklen_t)len);
+		ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)
+				  ->sin_addr,
+			  buf);
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6,
 			  &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
@@ -625,7 +646,8 @@ static enum MHD_Result first_call(struct keel_http_server *s,
 		free(st);
 		return MHD_NO;
 	}
-	remote_addr(conn, st->rq.remote, sizeof(st->rq.remote));
+	/* rq.remote is formatted when asked for (keel_http_remote_addr) or
+	 * when the request leaves the event thread. */
 	atomic_fetch_add(&s->active, 1);
 	*con_cls = st;
 
@@ -796,10 +818,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (st == NULL)
 		return;
 	*con_cls = NULL;
-	pthread_mutex_lock(&s->mu);
+	/* Only a stop waits for active to fall (it sets stopping first, then
+	 * checks active under mu): wake it under mu so the wake-up cannot
+	 * fall between its check and its wait. */
 	atomic_fetch_sub(&s->active, 1);
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
+	if (atomic_load(&s->stopping)) {
+		pthread_mutex_lock(&s->mu);
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+	}
 	state_unref(st);
 }
 

@@ -2,7 +2,9 @@
  * src/obs/json.c - the JSON writer (see json.h).
  */
 #define _GNU_SOURCE
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,19 +340,82 @@ void keel__json_uint(struct keel__json *j, uint64_t v)
 	put_u64(j, v, 0);
 }
 
+/*
+ * The common case without snprintf/strtod (which cost ~400 ns a value): a
+ * value of magnitude below 2^53 / 10^6 with at most 6 decimals, as
+ * durations in ms with us resolution, ratios, money. It is written as its
+ * integer part and its decimals, trailing zeros dropped, and qualifies only
+ * when that text reads back as the same double, which the division below
+ * checks exactly (n / 10^k is correctly rounded, as strtod's reading is).
+ */
+static int fixed6(struct keel__json *j, double v)
+{
+	static const double pow10[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6 };
+	double a = v < 0 ? -v : v;
+	char tmp[40];
+	int64_t n;
+	int k, i, pos = (int)sizeof(tmp);
+
+	if (a >= 9007199254.0 || (a != 0 && a < 1e-6))
+		return 0;
+	for (k = 0; k <= 6; k++) {
+		n = (int64_t)(a * pow10[k] + 0.5);
+		if ((double)n / pow10[k] == a)
+			break;
+	}
+	if (k > 6)
+		return 0;
+	for (i = 0; i < k; i++) { /* the decimals, from the right */
+		tmp[--pos] = (char)('0' + n % 10);
+		n /= 10;
+	}
+	if (k > 0)
+		tmp[--pos] = '.';
+	do {
+		tmp[--pos] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n != 0);
+	if (signbit(v))
+		tmp[--pos] = '-';
+	sep(j);
+	put(j, tmp + pos, sizeof(tmp) - (size_t)pos);
+	return 1;
+}
+
+/* Other doubles are formatted in the C locale whatever the program set: a
+ * comma-decimal LC_NUMERIC would make invalid JSON. */
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+
+static void c_numeric_init(void)
+{
+	c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+}
+
 void keel__json_double(struct keel__json *j, double v)
 {
 	char tmp[32];
-	int n;
+	int n = 0, prec;
+	locale_t old = (locale_t)0;
 
 	if (!isfinite(v)) {
 		keel__json_null(j);
 		return;
 	}
+	if (fixed6(j, v))
+		return;
+	pthread_once(&c_numeric_once, c_numeric_init);
+	if (c_numeric != (locale_t)0)
+		old = uselocale(c_numeric);
+	/* The shortest of 15, 16 or 17 digits that reads back exactly. */
+	for (prec = 15; prec <= 17; prec++) {
+		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+		if (prec == 17 || strtod(tmp, NULL) == v)
+			break;
+	}
+	if (old != (locale_t)0)
+		uselocale(old);
 	sep(j);
-	n = snprintf(tmp, sizeof(tmp), "%.15g", v);
-	if (strtod(tmp, NULL) != v)
-		n = snprintf(tmp, sizeof(tmp), "%.17g", v);
 	put(j, tmp, (size_t)n);
 }
 

@@ -823,6 +823,43 @@ TEST(doubles_read_back_exactly)
 	}
 }
 
+/* Values with few decimals take a path without snprintf: the text must be
+ * the short decimal one, and read back exactly like every other. */
+TEST(short_decimals_are_written_short)
+{
+	static const struct {
+		double v;
+		const char *text;
+	} cases[] = {
+		{ 1.5, "1.5" },		{ 0.001, "0.001" },
+		{ 2.25, "2.25" },		{ 1e-6, "0.000001" },
+		{ 123456.789, "123456.789" }, { -3.25, "-3.25" },
+		{ 42, "42" },			{ 0.1 + 0.7, "0.7999999999999999" },
+		{ 1e-7, "1e-07" },		{ 9007199254.5, "9007199254.5" },
+		{ 0.000123, "0.000123" },
+	};
+	struct keel__json j;
+	size_t i;
+	int k;
+
+	keel__json_init(&j, NULL, 0);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		keel__json_reset(&j);
+		keel__json_double(&j, cases[i].v);
+		check_text(&j, cases[i].text);
+		check_double_reads_back(cases[i].v);
+	}
+	keel__json_free(&j);
+	/* Durations in ms with us resolution, as the access log writes. */
+	rnd_state = 0x6d73ULL;
+	for (k = 0; k < 100000; k++) {
+		double ms = (double)(rnd() % 100000000) / 1000.0;
+
+		check_double_reads_back(ms);
+		check_double_reads_back(-ms);
+	}
+}
+
 TEST(nan_and_infinities_are_null)
 {
 	struct keel__json j;
