@@ -25,19 +25,29 @@ struct keel__http_route {
 	unsigned flags;          /* KEEL_HTTP_BLOCKING */
 };
 
-/* One response header (owned strings). */
+/* One response header. Its strings live in the response's arena, or on
+ * the heap (own_*) when the arena is full. */
 struct keel__http_header {
 	char *name;
 	char *value;
+	unsigned char own_name, own_value;
 };
+
+#define KEEL__HTTP_INLINE_HEADERS 8
+#define KEEL__HTTP_ARENA 384
 
 struct keel_http_resp {
 	int status;              /* default 200 */
 	int committed;           /* keel_http_write_header was called */
 	int abort;               /* close the connection without a response
 				  * (a panic after the commit) */
-	struct keel__http_header *headers;
+	struct keel__http_header *headers; /* hinline, or the heap when more */
 	size_t nheaders, cap_headers;
+	/* The usual few headers need no allocation at all: the array and
+	 * their strings are here (a request is 5 mallocs cheaper). */
+	struct keel__http_header hinline[KEEL__HTTP_INLINE_HEADERS];
+	size_t arena_used;
+	char arena[KEEL__HTTP_ARENA];
 	char *body;
 	size_t len, cap;
 };

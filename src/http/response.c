@@ -18,8 +18,16 @@
 
 void keel__http_resp_init(struct keel_http_resp *rs)
 {
-	memset(rs, 0, sizeof(*rs));
+	/* Field by field: the arena needs no zeroing. */
 	rs->status = 200;
+	rs->committed = 0;
+	rs->abort = 0;
+	rs->headers = rs->hinline;
+	rs->nheaders = 0;
+	rs->cap_headers = KEEL__HTTP_INLINE_HEADERS;
+	rs->arena_used = 0;
+	rs->body = NULL;
+	rs->len = rs->cap = 0;
 }
 
 static void headers_clear(struct keel_http_resp *rs)
@@ -27,18 +35,43 @@ static void headers_clear(struct keel_http_resp *rs)
 	size_t i;
 
 	for (i = 0; i < rs->nheaders; i++) {
-		free(rs->headers[i].name);
-		free(rs->headers[i].value);
+		if (rs->headers[i].own_name)
+			free(rs->headers[i].name);
+		if (rs->headers[i].own_value)
+			free(rs->headers[i].value);
 	}
 	rs->nheaders = 0;
+	rs->arena_used = 0;
 }
 
 void keel__http_resp_release(struct keel_http_resp *rs)
 {
 	headers_clear(rs);
-	free(rs->headers);
+	if (rs->headers != rs->hinline)
+		free(rs->headers);
 	free(rs->body);
 	keel__http_resp_init(rs);
+}
+
+/* A copy of s in the arena, or on the heap (*own = 1) when it is full. */
+static char *str_copy(struct keel_http_resp *rs, const char *s,
+		      unsigned char *own)
+{
+	size_t n = strlen(s) + 1;
+	char *p;
+
+	if (n <= sizeof(rs->arena) - rs->arena_used) {
+		p = rs->arena + rs->arena_used;
+		rs->arena_used += n;
+		memcpy(p, s, n);
+		*own = 0;
+		return p;
+	}
+	p = malloc(n);
+	if (p != NULL)
+		memcpy(p, s, n);
+	*own = 1;
+	return p;
 }
 
 /* A status MHD can send: three digits, 1xx to 5xx (and the 6xx-9xx some
@@ -128,39 +161,45 @@ int keel_http_set_header(struct keel_http_resp *rs, const char *name,
 			 const char *value)
 {
 	struct keel__http_header *h;
+	unsigned char own;
 	char *v;
 
 	if (rs == NULL || !keel__http_token(name) || value == NULL ||
 	    !value_ok(value))
 		return -EINVAL;
-	v = strdup(value);
-	if (v == NULL)
-		return -ENOMEM;
 	h = header_find(rs, name);
-	if (h != NULL) {
-		free(h->value);
-		h->value = v;
-		return 0;
-	}
-	if (rs->nheaders == rs->cap_headers) {
-		size_t cap = rs->cap_headers ? 2 * rs->cap_headers : 8;
-		struct keel__http_header *nh =
-		    realloc(rs->headers, cap * sizeof(*nh));
+	if (h == NULL && rs->nheaders == rs->cap_headers) {
+		size_t cap = 2 * rs->cap_headers;
+		struct keel__http_header *nh = malloc(cap * sizeof(*nh));
 
-		if (nh == NULL) {
-			free(v);
+		if (nh == NULL)
 			return -ENOMEM;
-		}
+		memcpy(nh, rs->headers, rs->nheaders * sizeof(*nh));
+		if (rs->headers != rs->hinline)
+			free(rs->headers);
 		rs->headers = nh;
 		rs->cap_headers = cap;
 	}
+	v = str_copy(rs, value, &own);
+	if (v == NULL)
+		return -ENOMEM;
+	if (h != NULL) {
+		/* A replaced value's arena bytes stay unused until reset. */
+		if (h->own_value)
+			free(h->value);
+		h->value = v;
+		h->own_value = own;
+		return 0;
+	}
 	h = &rs->headers[rs->nheaders];
-	h->name = strdup(name);
+	h->value = v;
+	h->own_value = own;
+	h->name = str_copy(rs, name, &h->own_name);
 	if (h->name == NULL) {
-		free(v);
+		if (own)
+			free(v);
 		return -ENOMEM;
 	}
-	h->value = v;
 	rs->nheaders++;
 	return 0;
 }

@@ -46,6 +46,40 @@ TEST(defaults_and_status)
 	keel__http_resp_release(&rs);
 }
 
+/* The first few headers live inside the response; more, and longer ones,
+ * go to the heap: every path keeps every value (ASan checks the frees). */
+TEST(many_and_long_headers)
+{
+	struct keel_http_resp rs;
+	char name[32], value[256], want[256];
+	int i, round;
+
+	resp_new(&rs);
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < 40; i++) {
+			snprintf(name, sizeof(name), "X-H%d", i);
+			memset(value, 'a' + i % 26, (size_t)(i * 5 % 200));
+			value[i * 5 % 200] = '\0';
+			CHECK_INT(keel_http_set_header(&rs, name, value), ==, 0);
+		}
+		/* Replace some: in the arena and on the heap. */
+		CHECK_INT(keel_http_set_header(&rs, "x-h0", "first"), ==, 0);
+		CHECK_INT(keel_http_set_header(&rs, "X-H39", "last"), ==, 0);
+		CHECK_STR(keel_http_resp_header(&rs, "X-H0"), "first");
+		CHECK_STR(keel_http_resp_header(&rs, "x-h39"), "last");
+		for (i = 1; i < 39; i++) {
+			snprintf(name, sizeof(name), "X-H%d", i);
+			memset(want, 'a' + i % 26, (size_t)(i * 5 % 200));
+			want[i * 5 % 200] = '\0';
+			CHECK_STR(keel_http_resp_header(&rs, name), want);
+		}
+		keel_http_reset(&rs); /* and again, from empty */
+		CHECK(keel_http_resp_header(&rs, "X-H1") == NULL);
+	}
+	keel__http_resp_release(&rs);
+	keel_test_leak_check();
+}
+
 TEST(committed_semantics)
 {
 	struct keel_http_resp rs;
