@@ -12,7 +12,9 @@
 #   bare_mhd_tpc  bench_http_bare tpc: MHD, a thread per connection
 #   keel_bare     bench_http_keel bare: keel's server, no middleware
 #   keel_full     bench_http_keel full: recover, trace, access_log (JSON to
-#                 /dev/null), metrics
+#                 /dev/null, asynchronous), metrics
+#   keel_full_synclog  the same with a synchronous access log (one write(2)
+#                 per request on the event thread)
 #   go            go/httpbench: net/http + a deferred-recover middleware
 # Each is started in turn, loaded on GET /hello (the handler answers at once)
 # and GET /sleep (it sleeps 10 ms; keel runs it on its pool), then, unless
@@ -21,7 +23,7 @@
 # the rest. Then the server is stopped (SIGTERM) and must exit 0.
 #
 # Environment:
-#   KEEL_BENCH_HTTP_THREADS   wrk threads (default 2)
+#   KEEL_BENCH_HTTP_THREADS   wrk threads (default 1)
 #   KEEL_BENCH_HTTP_CONNS     connections for /hello (default 64)
 #   KEEL_BENCH_HTTP_SLEEP_CONNS  connections for /sleep (default 64)
 #   KEEL_BENCH_HTTP_DURATION  one measurement (default 5s)
@@ -49,7 +51,9 @@ if ! command -v wrk >/dev/null; then
 	exit 2
 fi
 
-threads=${KEEL_BENCH_HTTP_THREADS:-2}
+# One wrk thread: on 2 CPUs that leaves one for the server's event thread,
+# which is what all three servers are measured on (more wrk threads steal it).
+threads=${KEEL_BENCH_HTTP_THREADS:-1}
 conns=${KEEL_BENCH_HTTP_CONNS:-64}
 sleep_conns=${KEEL_BENCH_HTTP_SLEEP_CONNS:-64}
 duration=${KEEL_BENCH_HTTP_DURATION:-5s}
@@ -57,7 +61,7 @@ warmup=${KEEL_BENCH_HTTP_WARMUP:-1s}
 timeout=${KEEL_BENCH_HTTP_TIMEOUT:-5s}
 mixed=${KEEL_BENCH_HTTP_MIXED:-1}
 rounds=${KEEL_BENCH_ROUNDS:-1}
-read -r -a cases <<<"${KEEL_BENCH_HTTP_CASES:-bare_mhd bare_mhd_tpc keel_bare keel_full go}"
+read -r -a cases <<<"${KEEL_BENCH_HTTP_CASES:-bare_mhd bare_mhd_tpc keel_bare keel_full keel_full_synclog go}"
 
 for v in threads conns sleep_conns rounds; do
 	if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
@@ -73,8 +77,8 @@ for v in duration warmup timeout; do
 done
 for c in "${cases[@]}"; do
 	case $c in
-	bare_mhd | bare_mhd_tpc | keel_bare | keel_full | go) ;;
-	*) echo "bench: unknown case '$c' (known: bare_mhd bare_mhd_tpc keel_bare keel_full go)" >&2; exit 2 ;;
+	bare_mhd | bare_mhd_tpc | keel_bare | keel_full | keel_full_synclog | go) ;;
+	*) echo "bench: unknown case '$c' (known: bare_mhd bare_mhd_tpc keel_bare keel_full keel_full_synclog go)" >&2; exit 2 ;;
 	esac
 done
 
@@ -130,6 +134,7 @@ server_cmd() {
 	bare_mhd_tpc) echo "$build/bench/bench_http_bare tpc" ;;
 	keel_bare) echo "$build/bench/bench_http_keel bare" ;;
 	keel_full) echo "$build/bench/bench_http_keel full" ;;
+	keel_full_synclog) echo "$build/bench/bench_http_keel full_synclog" ;;
 	go) echo "$gobuild/httpbench" ;;
 	esac
 }
@@ -340,7 +345,7 @@ table() {
 			p99[key] = median(key, 5)
 			errs[key] = median(key, 6)
 		}
-		fmt = "%-14s %-6s %11s %9s %9s %7s\n"
+		fmt = "%-18s %-6s %11s %9s %9s %7s\n"
 		printf fmt, "case", "route", "req/s", "p50 ms", "p99 ms", "errors"
 		split("hello sleep", routes, " ")
 		for (ri = 1; ri <= 2; ri++)
@@ -358,6 +363,7 @@ table() {
 		x = ratio("keel_full", "bare_mhd", "hello")
 		printf fmt, "keel_full / bare_mhd, hello", fx(x), ">= 0.9x",
 			x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")
+		printf fmt, "keel_full_synclog / bare_mhd, hello", fx(ratio("keel_full_synclog", "bare_mhd", "hello")), "", ""
 		printf fmt, "keel_bare / bare_mhd, hello", fx(ratio("keel_bare", "bare_mhd", "hello")), "", ""
 		printf fmt, "keel_full / keel_bare, hello", fx(ratio("keel_full", "keel_bare", "hello")), "", ""
 		printf fmt, "keel_full / go, hello", fx(ratio("keel_full", "go", "hello")), "", ""
@@ -370,7 +376,7 @@ table() {
 			exit
 		print ""
 		print "mixed: 1 connection on /hello while the others load /sleep"
-		fmt = "%-14s %11s %9s %9s %13s\n"
+		fmt = "%-18s %11s %9s %9s %13s\n"
 		printf fmt, "case", "hello req/s", "p50 ms", "p99 ms", "sleep req/s"
 		for (i = 1; i <= ncases; i++) {
 			c = order[i]
@@ -388,8 +394,8 @@ table() {
 	echo "bare_mhd: MHD alone, one epoll thread + MHD_USE_TURBO (keel's default); its"
 	echo "/sleep blocks that thread. bare_mhd_tpc: MHD, a thread per connection."
 	echo "keel_bare: keel's server, no middleware; keel_full: recover, trace,"
-	echo "access_log (synchronous JSON to /dev/null), metrics; /sleep on a pool of"
-	echo "${KEEL_BENCH_HTTP_POOL:-64} workers (KEEL_HTTP_BLOCKING)."
+	echo "access_log (asynchronous JSON to /dev/null; keel_full_synclog: synchronous),"
+	echo "metrics; /sleep on a pool of ${KEEL_BENCH_HTTP_POOL:-64} workers (KEEL_HTTP_BLOCKING)."
 	echo "go: net/http, ServeMux behind defer func() { if recover() != nil { 500 } }()."
 }
 
