@@ -51,10 +51,14 @@ srv_start(struct keel_http_router *rt,
  * libcurl
  * ------------------------------------------------------------------------ */
 
+/* A response. The body is NUL-terminated and never NULL: it lives in
+ * `small` up to its size (nothing to free), on the heap beyond (hres_free).
+ * Do not copy a struct hres by value. */
 struct hres {
 	long status;
 	char *body;
 	size_t len;
+	char small[16384];
 	char headers[8192];
 	size_t hlen;
 	CURLcode rc;
@@ -64,15 +68,22 @@ struct hres {
 static size_t hres_body(char *p, size_t sz, size_t n, void *ud)
 {
 	struct hres *r = ud;
-	char *nb = realloc(r->body, r->len + sz * n + 1);
+	size_t k = sz * n;
 
-	if (nb == NULL)
-		return 0;
-	r->body = nb;
-	memcpy(r->body + r->len, p, sz * n);
-	r->len += sz * n;
+	if (r->len + k + 1 > sizeof(r->small)) {
+		char *nb = r->body == r->small ? malloc(r->len + k + 1)
+					       : realloc(r->body, r->len + k + 1);
+
+		if (nb == NULL)
+			return 0;
+		if (r->body == r->small)
+			memcpy(nb, r->small, r->len);
+		r->body = nb;
+	}
+	memcpy(r->body + r->len, p, k);
+	r->len += k;
 	r->body[r->len] = '\0';
-	return sz * n;
+	return k;
 }
 
 static size_t hres_header(char *p, size_t sz, size_t n, void *ud)
@@ -88,10 +99,20 @@ static size_t hres_header(char *p, size_t sz, size_t n, void *ud)
 	return k;
 }
 
+/* An empty response, ready for a transfer. */
+static __attribute__((unused)) void hres_init(struct hres *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->body = r->small;
+}
+
 static __attribute__((unused)) void hres_free(struct hres *r)
 {
-	free(r->body);
-	r->body = NULL;
+	if (r->body != r->small)
+		free(r->body);
+	r->body = r->small;
+	r->len = 0;
+	r->small[0] = '\0';
 }
 
 /* The value of response header name (case-insensitive) in r, copied into
@@ -132,7 +153,7 @@ static __attribute__((unused)) void http_req(uint16_t port, const char *method,
 	CURL *c = curl_easy_init();
 	struct curl_slist *sl = NULL;
 
-	memset(r, 0, sizeof(*r));
+	hres_init(r);
 	CHECK(c != NULL);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
 	curl_easy_setopt(c, CURLOPT_URL, url);

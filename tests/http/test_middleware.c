@@ -16,6 +16,7 @@
 #include <keel/ratelimit.h>
 #include "../../src/http/internal.h"
 #include "keel_test.h"
+#include "http/http_client.h"
 #include "obs/expo_check.h"
 
 #include <curl/curl.h>
@@ -33,112 +34,12 @@ static void (*const expo_unused[])(void) __attribute__((unused)) = {
  * The client
  * ------------------------------------------------------------------------ */
 
-struct hresp {
-	CURLcode rc;
-	long status;
-	char body[16384];
-	size_t len;
-	char hdrs[8192];
-	size_t hlen;
-};
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-	struct hresp *r = ud;
-	size_t k = sz * n, room = sizeof(r->body) - 1 - r->len;
-
-	memcpy(r->body + r->len, p, k < room ? k : room);
-	r->len += k < room ? k : room;
-	r->body[r->len] = '\0';
-	return k;
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *ud)
-{
-	struct hresp *r = ud;
-	size_t k = sz * n, room = sizeof(r->hdrs) - 1 - r->hlen;
-
-	memcpy(r->hdrs + r->hlen, p, k < room ? k : room);
-	r->hlen += k < room ? k : room;
-	r->hdrs[r->hlen] = '\0';
-	return k;
-}
-
-/* headers: NULL-terminated "Name: value" lines, or NULL. */
+/* The shared client (http_client.h), in this file's argument order. */
 static void http_do(int port, const char *method, const char *path,
 		    const char *const *headers, const char *body,
-		    struct hresp *r)
+		    struct hres *r)
 {
-	CURL *c = curl_easy_init();
-	struct curl_slist *hl = NULL;
-	char url[1024];
-
-	memset(r, 0, sizeof(*r));
-	CHECK(c != NULL);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-	if (strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0)
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (body != NULL) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	}
-	for (; headers != NULL && *headers != NULL; headers++)
-		hl = curl_slist_append(hl, *headers);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	r->rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_slist_free_all(hl);
-	curl_easy_cleanup(c);
-}
-
-static void http_get(int port, const char *path, struct hresp *r)
-{
-	http_do(port, "GET", path, NULL, NULL, r);
-}
-
-/* A response header's value (copied into buf), or NULL. */
-static const char *hval(const struct hresp *r, const char *name, char *buf,
-			size_t size)
-{
-	const char *p = r->hdrs;
-	size_t n = strlen(name);
-
-	while (p != NULL && *p != '\0') {
-		const char *eol = strstr(p, "\r\n");
-		size_t ll = eol != NULL ? (size_t)(eol - p) : strlen(p);
-
-		if (ll > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-			const char *v = p + n + 1;
-			size_t vl;
-
-			while (*v == ' ')
-				v++;
-			vl = (size_t)(p + ll - v);
-			snprintf(buf, size, "%.*s", (int)vl, v);
-			return buf;
-		}
-		p = eol != NULL ? eol + 2 : NULL;
-	}
-	return NULL;
-}
-
-static json_t *body_json(const struct hresp *r)
-{
-	json_error_t err;
-	json_t *v = json_loads(r->body, 0, &err);
-
-	if (v == NULL)
-		KEEL_TEST_FAIL("body is not JSON (%s): %s", err.text, r->body);
-	return v;
+	http_req((uint16_t)port, method, path, body, headers, r);
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -146,28 +47,24 @@ static const char *jstr(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* The standard error body for status: code, message, timestamp,
- * trace_id; returns the trace_id (or "" when null) in tid. */
-static void check_error_body(const struct hresp *r, int status, char tid[33])
+/* The shared check of the standard error body, and its trace_id ("" when
+ * null) in tid. */
+static void check_error_tid(const struct hres *r, int status, char tid[33])
 {
-	json_t *v = body_json(r);
-	const char *t;
+	json_t *v = check_error_body(r, status);
+	const char *t = jstr(v, "trace_id");
 
-	CHECK_INT(json_integer_value(json_object_get(v, "code")), ==, status);
-	CHECK_STR(jstr(v, "message"), keel_http_reason(status));
-	CHECK(jstr(v, "timestamp") != NULL);
-	t = jstr(v, "trace_id");
 	snprintf(tid, 33, "%s", t != NULL ? t : "");
 	json_decref(v);
 }
 
 /* The trace id of a traceparent header of r ("" when none). */
-static void resp_trace(const struct hresp *r, char tid[33], char sid[17])
+static void resp_trace(const struct hres *r, char tid[33], char sid[17])
 {
 	char tp[128];
 
 	tid[0] = sid[0] = '\0';
-	if (hval(r, "traceparent", tp, sizeof(tp)) == NULL)
+	if (hres_header_get(r, "traceparent", tp, sizeof(tp)) == NULL)
 		return;
 	CHECK_INT(strlen(tp), ==, KEEL_TRACEPARENT_LEN);
 	snprintf(tid, 33, "%.32s", tp + 3);
@@ -431,7 +328,7 @@ static int stack_has(json_t *rec, const char *fn)
 static json_t *expect_recovered(struct tsrv *t, struct logcap *lc,
 				const char *path, const char *kind)
 {
-	struct hresp r;
+	struct hres r;
 	char tid[33], sid[17], btid[33], rid[80];
 	json_t *recs, *rec;
 
@@ -439,11 +336,11 @@ static json_t *expect_recovered(struct tsrv *t, struct logcap *lc,
 		(const char *const[]){ "X-Request-Id: req-42", NULL }, NULL, &r);
 	CHECK_INT(r.rc, ==, CURLE_OK);
 	CHECK_INT(r.status, ==, 500);
-	check_error_body(&r, 500, btid);
+	check_error_tid(&r, 500, btid);
 	resp_trace(&r, tid, sid);
 	CHECK_INT(strlen(tid), ==, 32);
 	CHECK_STR(btid, tid);
-	CHECK_STR(hval(&r, "X-Request-Id", rid, sizeof(rid)), "req-42");
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), "req-42");
 	recs = logcap_find(lc, "path", path);
 	CHECK_INT(json_array_size(recs), ==, 1);
 	rec = json_incref(json_array_get(recs, 0));
@@ -485,7 +382,7 @@ TEST(recover_panic_is_500_with_trace_and_log)
 	struct logcap lc;
 	struct tsrv t;
 	struct keel_http_stats st;
-	struct hresp r;
+	struct hres r;
 	json_t *rec;
 
 	logcap_init(&lc);
@@ -516,7 +413,7 @@ TEST(recover_faults)
 {
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	json_t *rec;
 
 #ifdef KEEL_TEST_TSAN
@@ -548,7 +445,7 @@ TEST(recover_after_commit_closes_the_connection)
 {
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	json_t *recs, *rec;
 
 	logcap_init(&lc);
@@ -578,7 +475,7 @@ TEST(trace_context_and_request_id)
 {
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char tid[33], sid[17], rid[128], b1[64], b2[64];
 	static const char in_tp[] =
 		"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -599,7 +496,7 @@ TEST(trace_context_and_request_id)
 	CHECK(sscanf(r.body, "%63s %63s", b1, b2) == 2);
 	CHECK_STR(b1, tid);
 	CHECK_STR(b2, sid);
-	CHECK_STR(hval(&r, "X-Request-Id", rid, sizeof(rid)), "abc-123_x");
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), "abc-123_x");
 
 	/* An invalid one (upper-case hex) starts a new trace; a request id
 	 * with a space is replaced by the trace id. */
@@ -614,7 +511,7 @@ TEST(trace_context_and_request_id)
 	CHECK(strcasecmp(tid, "4bf92f3577b34da6a3ce929d0e0e4736") != 0);
 	CHECK(sscanf(r.body, "%63s", b1) == 1);
 	CHECK_STR(b1, tid);
-	CHECK_STR(hval(&r, "X-Request-Id", rid, sizeof(rid)), tid);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), tid);
 
 	/* No headers: a new trace each time, id from it. 65 chars: too
 	 * long. */
@@ -624,17 +521,17 @@ TEST(trace_context_and_request_id)
 	http_do(t.port, "GET", "/trace",
 		(const char *const[]){ long_id, NULL }, NULL, &r);
 	resp_trace(&r, tid, sid);
-	CHECK_STR(hval(&r, "X-Request-Id", rid, sizeof(rid)), tid);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), tid);
 	long_id[14 + 64] = '\0'; /* 64: fine */
 	http_do(t.port, "GET", "/trace",
 		(const char *const[]){ long_id, NULL }, NULL, &r);
-	CHECK_STR(hval(&r, "X-Request-Id", rid, sizeof(rid)), long_id + 14);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), long_id + 14);
 
 	/* Errors carry the trace too (404 through the chain). */
 	http_get(t.port, "/missing", &r);
 	CHECK_INT(r.status, ==, 404);
 	resp_trace(&r, tid, sid);
-	check_error_body(&r, 404, b1);
+	check_error_tid(&r, 404, b1);
 	CHECK_STR(b1, tid);
 
 	/* Nothing was left on the serving threads, panics included. */
@@ -656,7 +553,7 @@ TEST(access_log_records)
 	struct logcap lc;
 	struct tsrv t;
 	struct keel_http_router *rt;
-	struct hresp r;
+	struct hres r;
 	json_t *recs, *rec;
 	char tid[33], sid[17];
 	const struct mwdef mws[] = {
@@ -750,7 +647,7 @@ TEST(metrics_counts_and_exposition)
 	struct keel_http_metrics *hm;
 	struct keel_http_router *rt;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	struct expo e;
 	struct logcap lc;
 	char *text;
@@ -1040,7 +937,7 @@ TEST(auth_bearer)
 	struct keel_http_auth auth = { "s3cret-token", pub };
 	struct keel_http_router *rt;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char buf[128], tid[33];
 
 	CHECK_INT(keel_http_router_new(&rt), ==, 0);
@@ -1053,13 +950,13 @@ TEST(auth_bearer)
 	atomic_store(&calls, 0);
 	http_get(t.port, "/private", &r);
 	CHECK_INT(r.status, ==, 401);
-	CHECK_STR(hval(&r, "WWW-Authenticate", buf, sizeof(buf)), "Bearer");
-	check_error_body(&r, 401, tid);
+	CHECK_STR(hres_header_get(&r, "WWW-Authenticate", buf, sizeof(buf)), "Bearer");
+	check_error_tid(&r, 401, tid);
 	http_do(t.port, "GET", "/private",
 		(const char *const[]){ "Authorization: Bearer s3cret-tokeN", NULL },
 		NULL, &r);
 	CHECK_INT(r.status, ==, 401);
-	CHECK(strncmp(hval(&r, "WWW-Authenticate", buf, sizeof(buf)),
+	CHECK(strncmp(hres_header_get(&r, "WWW-Authenticate", buf, sizeof(buf)),
 		      "Bearer", 6) == 0);
 	http_do(t.port, "GET", "/private",
 		(const char *const[]){ "Authorization: Bearer s3cret-token-and-more",
@@ -1097,7 +994,7 @@ TEST(body_limit_413)
 	size_t limit = 10;
 	struct keel_http_router *rt;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char tid[33];
 
 	CHECK_INT(keel_http_router_new(&rt), ==, 0);
@@ -1109,7 +1006,7 @@ TEST(body_limit_413)
 	atomic_store(&calls, 0);
 	http_do(t.port, "POST", "/up", NULL, "0123456789A", &r);
 	CHECK_INT(r.status, ==, 413);
-	check_error_body(&r, 413, tid);
+	check_error_tid(&r, 413, tid);
 	CHECK_INT(atomic_load(&calls), ==, 0);
 	http_do(t.port, "POST", "/up", NULL, "0123456789", &r);
 	CHECK_INT(r.status, ==, 200);
@@ -1148,7 +1045,7 @@ TEST(policy_rate_limit_429)
 	struct keel_policy *p;
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char buf[64], tid[33];
 	int i, ok = 0, limited = 0;
 
@@ -1167,9 +1064,9 @@ TEST(policy_rate_limit_429)
 		}
 		CHECK_INT(r.status, ==, 429);
 		limited++;
-		check_error_body(&r, 429, tid);
+		check_error_tid(&r, 429, tid);
 		CHECK_INT(strlen(tid), ==, 32);
-		CHECK(hval(&r, "Retry-After", buf, sizeof(buf)) != NULL);
+		CHECK(hres_header_get(&r, "Retry-After", buf, sizeof(buf)) != NULL);
 		CHECK(atoi(buf) >= 1);
 	}
 	CHECK_INT(ok, ==, 1);
@@ -1183,7 +1080,7 @@ TEST(policy_rate_limit_429)
 struct bg {
 	int port;
 	const char *path;
-	struct hresp r;
+	struct hres r;
 };
 
 static void *bg_get(void *arg)
@@ -1202,7 +1099,7 @@ TEST(policy_bulkhead_503)
 	struct tsrv t;
 	struct bg b = { 0, "/slow", { 0 } };
 	pthread_t th;
-	struct hresp r;
+	struct hres r;
 	char tid[33];
 
 	keel_bulkhead_config_init(&cfg);
@@ -1217,7 +1114,7 @@ TEST(policy_bulkhead_503)
 		usleep(1000);
 	http_get(t.port, "/slow", &r);
 	CHECK_INT(r.status, ==, 503);
-	check_error_body(&r, 503, tid);
+	check_error_tid(&r, 503, tid);
 	/* The fast route shares the bulkhead: also refused meanwhile. */
 	http_get(t.port, "/ok", &r);
 	CHECK_INT(r.status, ==, 503);
@@ -1238,7 +1135,7 @@ TEST(policy_breaker_opens_on_5xx)
 	struct keel_policy_stats st;
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char tid[33];
 	int i;
 
@@ -1261,7 +1158,7 @@ TEST(policy_breaker_opens_on_5xx)
 	CHECK_INT(atomic_load(&calls), ==, 8);
 	http_get(t.port, "/status?s=200", &r);
 	CHECK_INT(r.status, ==, 503);
-	check_error_body(&r, 503, tid);
+	check_error_tid(&r, 503, tid);
 	http_get(t.port, "/ok", &r);
 	CHECK_INT(r.status, ==, 503);
 	CHECK_INT(atomic_load(&calls), ==, 8); /* the handler was spared */
@@ -1281,7 +1178,7 @@ TEST(policy_panic_reaches_recover)
 	struct keel_policy_stats st;
 	struct logcap lc;
 	struct tsrv t;
-	struct hresp r;
+	struct hres r;
 	char tid[33], sid[17], btid[33];
 	json_t *recs;
 
@@ -1292,7 +1189,7 @@ TEST(policy_panic_reaches_recover)
 	policy_server(&t, p, &lc);
 	http_get(t.port, "/panic", &r);
 	CHECK_INT(r.status, ==, 500);
-	check_error_body(&r, 500, btid);
+	check_error_tid(&r, 500, btid);
 	resp_trace(&r, tid, sid);
 	CHECK_STR(btid, tid);
 	recs = logcap_find(&lc, "path", "/panic");
@@ -1331,7 +1228,7 @@ static void *load_run(void *arg)
 	static const char *const hdr[] = {
 		"Authorization: Bearer tok", NULL,
 	};
-	struct hresp *r = malloc(sizeof(*r));
+	struct hres *r = malloc(sizeof(*r));
 	int i;
 
 	for (i = 0; i < LOAD_EACH; i++) {

@@ -11,6 +11,7 @@
 #include <keel/http.h>
 #include "../../src/http/internal.h"
 #include "keel_test.h"
+#include "http/http_client.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -679,89 +680,6 @@ TEST(match_cost)
  * Through a real server
  * ------------------------------------------------------------------------ */
 
-struct hresp {
-	CURLcode rc;
-	long status;
-	char body[4096];
-	size_t len;
-	char hdrs[4096];
-	size_t hlen;
-};
-
-static size_t on_data(char *p, size_t sz, size_t n, void *ud, char *buf,
-		      size_t cap, size_t *len)
-{
-	size_t k = sz * n, room = cap - 1 - *len;
-
-	(void)ud;
-	memcpy(buf + *len, p, k < room ? k : room);
-	*len += k < room ? k : room;
-	buf[*len] = '\0';
-	return k;
-}
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-	struct hresp *r = ud;
-
-	return on_data(p, sz, n, ud, r->body, sizeof(r->body), &r->len);
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *ud)
-{
-	struct hresp *r = ud;
-
-	return on_data(p, sz, n, ud, r->hdrs, sizeof(r->hdrs), &r->hlen);
-}
-
-static void http_do(int port, const char *method, const char *path,
-		    struct hresp *r)
-{
-	CURL *c = curl_easy_init();
-	char url[512];
-
-	memset(r, 0, sizeof(*r));
-	CHECK(c != NULL);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-	if (strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0)
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	r->rc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_easy_cleanup(c);
-}
-
-static const char *hval(const struct hresp *r, const char *name, char *buf,
-			size_t size)
-{
-	const char *p = r->hdrs;
-	size_t n = strlen(name);
-
-	while (p != NULL && *p != '\0') {
-		const char *eol = strstr(p, "\r\n");
-		size_t ll = eol != NULL ? (size_t)(eol - p) : strlen(p);
-
-		if (ll > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-			const char *v = p + n + 1;
-
-			while (*v == ' ')
-				v++;
-			snprintf(buf, size, "%.*s", (int)(p + ll - v), v);
-			return buf;
-		}
-		p = eol != NULL ? eol + 2 : NULL;
-	}
-	return NULL;
-}
-
 /* Answers "<pattern> name=<value> rest=<value>". */
 static void h_echo(struct keel_http_req *rq, struct keel_http_resp *rs,
 		   void *ud)
@@ -774,19 +692,9 @@ static void h_echo(struct keel_http_req *rq, struct keel_http_resp *rs,
 			 n ? n : "-", rest ? rest : "-");
 }
 
-static void check_error(const struct hresp *r, int status)
+static void check_error(const struct hres *r, int status)
 {
-	json_error_t err;
-	json_t *v = json_loads(r->body, 0, &err);
-
-	if (v == NULL)
-		KEEL_TEST_FAIL("not JSON: %s", r->body);
-	CHECK_INT(json_integer_value(json_object_get(v, "code")), ==, status);
-	CHECK_STR(json_string_value(json_object_get(v, "message")),
-		  keel_http_reason(status));
-	CHECK(json_object_get(v, "timestamp") != NULL);
-	CHECK(json_object_get(v, "trace_id") != NULL);
-	json_decref(v);
+	json_decref(check_error_body(r, status));
 }
 
 TEST(server_routes)
@@ -794,7 +702,7 @@ TEST(server_routes)
 	struct keel_http_router *r;
 	struct keel_http_config cfg;
 	struct keel_http_server *s;
-	struct hresp h;
+	struct hres h;
 	char buf[256];
 	int port;
 
@@ -811,52 +719,52 @@ TEST(server_routes)
 	CHECK_INT(keel_http_server_start(s), ==, 0);
 	port = keel_http_server_port(s);
 
-	http_do(port, "GET", "/v1/jobs/nightly", &h);
+	http_req((uint16_t)port, "GET", "/v1/jobs/nightly", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 200);
 	CHECK_STR(h.body, "/v1/jobs/{name} name=nightly rest=-");
 	/* The router sees the decoded path. */
-	http_do(port, "GET", "/v1/jobs/a%20b", &h);
+	http_req((uint16_t)port, "GET", "/v1/jobs/a%20b", NULL, NULL, &h);
 	CHECK_STR(h.body, "/v1/jobs/{name} name=a b rest=-");
-	http_do(port, "GET", "/v1/jobs/new", &h);
+	http_req((uint16_t)port, "GET", "/v1/jobs/new", NULL, NULL, &h);
 	CHECK_STR(h.body, "/v1/jobs/new name=- rest=-");
-	http_do(port, "GET", "/files/a/b/c.txt?x=1", &h);
+	http_req((uint16_t)port, "GET", "/files/a/b/c.txt?x=1", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 200);
 	CHECK_STR(h.body, "/files/{rest...} name=- rest=a/b/c.txt");
-	http_do(port, "GET", "/files/", &h);
+	http_req((uint16_t)port, "GET", "/files/", NULL, NULL, &h);
 	CHECK_STR(h.body, "/files/{rest...} name=- rest=");
 
 	/* HEAD goes to GET's route, without a body. */
-	http_do(port, "HEAD", "/v1/jobs/x", &h);
+	http_req((uint16_t)port, "HEAD", "/v1/jobs/x", NULL, NULL, &h);
 	CHECK_INT(h.rc, ==, CURLE_OK);
 	CHECK_INT(h.status, ==, 200);
 	CHECK_INT(h.len, ==, 0);
 
 	/* 404 and trailing slashes. */
-	http_do(port, "GET", "/v1/jobs", &h);
+	http_req((uint16_t)port, "GET", "/v1/jobs", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 404);
 	check_error(&h, 404);
-	http_do(port, "GET", "/v1/jobs/x/", &h);
+	http_req((uint16_t)port, "GET", "/v1/jobs/x/", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 404);
-	http_do(port, "GET", "/files", &h);
+	http_req((uint16_t)port, "GET", "/files", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 404);
 
 	/* 405 with Allow. */
-	http_do(port, "POST", "/v1/jobs/x", &h);
+	http_req((uint16_t)port, "POST", "/v1/jobs/x", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 405);
 	check_error(&h, 405);
-	CHECK_STR(hval(&h, "Allow", buf, sizeof(buf)),
+	CHECK_STR(hres_header_get(&h, "Allow", buf, sizeof(buf)),
 		  "DELETE, GET, HEAD, OPTIONS");
-	http_do(port, "PUT", "/v1/jobs/new", &h);
+	http_req((uint16_t)port, "PUT", "/v1/jobs/new", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 405);
-	CHECK_STR(hval(&h, "Allow", buf, sizeof(buf)),
+	CHECK_STR(hres_header_get(&h, "Allow", buf, sizeof(buf)),
 		  "DELETE, GET, HEAD, OPTIONS");
 
 	/* OPTIONS: 204 with Allow, no body. */
-	http_do(port, "OPTIONS", "/files/x", &h);
+	http_req((uint16_t)port, "OPTIONS", "/files/x", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 204);
-	CHECK_STR(hval(&h, "Allow", buf, sizeof(buf)), "GET, HEAD, OPTIONS");
+	CHECK_STR(hres_header_get(&h, "Allow", buf, sizeof(buf)), "GET, HEAD, OPTIONS");
 	CHECK_INT(h.len, ==, 0);
-	http_do(port, "OPTIONS", "/nothing", &h);
+	http_req((uint16_t)port, "OPTIONS", "/nothing", NULL, NULL, &h);
 	CHECK_INT(h.status, ==, 404);
 
 	CHECK_INT(keel_http_server_stop(s, 5 * KEEL_SEC), ==, 0);

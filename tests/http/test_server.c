@@ -1075,7 +1075,7 @@ TEST(tls)
 
 	rt = std_router();
 	s = srv_start(rt, cfg_tls);
-	memset(&r, 0, sizeof(r));
+	hres_init(&r);
 	c = curl_easy_init();
 	snprintf(url, sizeof(url), "https://127.0.0.1:%u/hello",
 		 keel_http_server_port(s));
@@ -1141,7 +1141,7 @@ TEST(ipv6)
 	close(fd);
 	rt = std_router();
 	s = srv_start(rt, cfg_v6);
-	memset(&r, 0, sizeof(r));
+	hres_init(&r);
 	c = curl_easy_init();
 	snprintf(url, sizeof(url), "http://[::1]:%u/echo/v6?a=1%%262%%3D3&flag",
 		 keel_http_server_port(s));
