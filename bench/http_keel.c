@@ -35,6 +35,10 @@
  * for every request (wrk sends no traceparent) and answers traceparent and
  * X-Request-Id headers.
  *
+ * KEEL_BENCH_HTTP_CHAIN="trace,metrics" runs only the middleware named;
+ * KEEL_BENCH_HTTP_LOG_OFF=1 sets the access logger's level to OFF (the
+ * middleware runs, no record is made): both tell what each piece costs.
+ *
  * The pool for /sleep has KEEL_BENCH_HTTP_POOL workers (default 64). A
  * handler that sleeps holds its worker, so a pool of w workers serves at
  * most w / 10 ms requests a second: with the benchmark's 64 connections,
@@ -176,7 +180,7 @@ static int use_full_chain(int async_log)
 	keel_log_config_init(&lc);
 	lc.fd = b.devnull;
 	lc.format = KEEL_LOG_FORMAT_JSON;
-	lc.level = KEEL_LOG_INFO;
+	lc.level = getenv("KEEL_BENCH_HTTP_LOG_OFF") ? KEEL_LOG_OFF : KEEL_LOG_INFO;
 	lc.async = async_log;
 	lc.async_buffer = 8 << 20;
 	if ((err = keel_log_new(&lc, &b.access)) != 0 ||
