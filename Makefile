@@ -1,7 +1,7 @@
 # keel - the two commands a new machine needs:
 #   make run     install what is missing, build, run the main job
 #   make check   install what is missing, build, run every test through ctest
-# Other targets: asan, tsan, clang, bench, install, format, clean.
+# Other targets: asan, tsan, clang, fuzz, bench, install, format, clean.
 
 BUILD   ?= build
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -9,7 +9,7 @@ CMAKE   ?= cmake
 CTEST   ?= ctest
 PREFIX  ?= /usr/local
 
-.PHONY: all deps build run check asan tsan clang bench install format clean
+.PHONY: all deps build run check asan tsan clang fuzz bench install format clean
 
 all: build
 
@@ -44,6 +44,24 @@ clang: deps
 	@$(CMAKE) --build build-clang -j $(JOBS)
 	$(CTEST) --test-dir build-clang --output-on-failure -j $(JOBS)
 
+# Each libFuzzer harness of fuzz/ for FUZZ_SECONDS (Clang, ASan + UBSan),
+# starting from its seed corpus; new inputs stay in build-fuzz/corpus/.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_SANITIZE=fuzz -DKEEL_BUILD_BENCH=OFF -DKEEL_BUILD_EXAMPLES=OFF -DBUILD_TESTING=OFF >/dev/null
+	@$(CMAKE) --build build-fuzz -j $(JOBS)
+	@for h in build-fuzz/fuzz/fuzz_*; do \
+		name=$$(basename $$h | sed 's/^fuzz_//'); \
+		mkdir -p build-fuzz/corpus/$$name; \
+		echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+		if ! $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			build-fuzz/corpus/$$name fuzz/corpus/$$name >build-fuzz/$$name.log 2>&1; then \
+			tail -n 40 build-fuzz/$$name.log; \
+			echo "fuzz: $$name found a crash (build-fuzz/$$name.log)"; exit 1; \
+		fi; \
+		grep -E '^stat::number_of_executed_units' build-fuzz/$$name.log; \
+	done
+
 bench:
 	@scripts/deps.sh bench
 	bench/run.sh
@@ -59,4 +77,4 @@ format:
 	clang-format -i include/*.h include/keel/*.h src/*/*.[ch] tests/*.h tests/*/*.c examples/*.c bench/*.c
 
 clean:
-	rm -rf build build-asan build-tsan build-clang build-bench
+	rm -rf build build-asan build-tsan build-clang build-bench build-fuzz

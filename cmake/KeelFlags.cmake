@@ -28,8 +28,13 @@ if(KEEL_SANITIZE STREQUAL "address")
                      -fno-omit-frame-pointer)
 elseif(KEEL_SANITIZE STREQUAL "thread")
   set(KEEL_SAN_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+elseif(KEEL_SANITIZE STREQUAL "fuzz")
+  # The libFuzzer harnesses of fuzz/ (Clang): coverage for everything, the
+  # fuzzer's main only in the harnesses; ASan + UBSan catch what it finds.
+  set(KEEL_SAN_FLAGS -fsanitize=fuzzer-no-link,address,undefined
+                     -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 elseif(KEEL_SANITIZE)
-  message(FATAL_ERROR "KEEL_SANITIZE must be '', 'address' or 'thread', not '${KEEL_SANITIZE}'")
+  message(FATAL_ERROR "KEEL_SANITIZE must be '', 'address', 'thread' or 'fuzz', not '${KEEL_SANITIZE}'")
 endif()
 if(KEEL_SAN_FLAGS)
   add_compile_options(${KEEL_SAN_FLAGS})
