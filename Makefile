@@ -54,7 +54,8 @@ fuzz: deps
 		name=$$(basename $$h | sed 's/^fuzz_//'); \
 		mkdir -p build-fuzz/corpus/$$name; \
 		echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
-		if ! $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		dict=; test -f fuzz/$$name.dict && dict=-dict=fuzz/$$name.dict; \
+		if ! $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict \
 			build-fuzz/corpus/$$name fuzz/corpus/$$name >build-fuzz/$$name.log 2>&1; then \
 			tail -n 40 build-fuzz/$$name.log; \
 			echo "fuzz: $$name found a crash (build-fuzz/$$name.log)"; exit 1; \

@@ -29,5 +29,7 @@
 #include <keel/report.h>
 #include <keel/metrics.h>
 #include <keel/http.h>
+#include <keel/tz.h>
+#include <keel/cron.h>
 
 #endif /* KEEL_H */
