@@ -31,5 +31,6 @@
 #include <keel/http.h>
 #include <keel/tz.h>
 #include <keel/cron.h>
+#include <keel/job.h>
 
 #endif /* KEEL_H */

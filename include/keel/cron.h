@@ -146,6 +146,27 @@ KEEL_API int64_t keel_cron_interval(const struct keel_cron *c);
  * KEEL_CRON_NEVER. */
 KEEL_API int64_t keel_cron_at(const struct keel_cron *c);
 
+/*
+ * keel_duration_parse - keel's one duration grammar, shared by @every and
+ * the durations of a job (keel/job.h): one or more <digits><unit> parts,
+ * units h, m, s and ms, no sign, blanks or fractions ("1h30m", "90s",
+ * "500ms", "1h0m5s"); the parts add up, in any order. @every accepts only
+ * whole seconds of it (no ms) and checks its own bounds.
+ *
+ * Returns 0 and the duration in nanoseconds in *out when it is within
+ * [min_ns, max_ns] (0 <= min_ns <= max_ns). On error *out is untouched and:
+ *   -EINVAL  err (when not NULL and errlen > 0) gets a NUL-terminated
+ *            reason such as "'90' lacks a unit after 90 (h, m, s or ms)",
+ *            "unknown unit in '1d' (h, m, s or ms)", "fractions are not
+ *            supported (write 1h30m, not 1.5h)", "duration must be at
+ *            least 1ms", "duration must be at most 24h"; text or out NULL
+ *            is -EINVAL too.
+ * Reasons fit KEEL_CRON_ERR_MAX. Thread-safe; allocates nothing.
+ */
+KEEL_API int keel_duration_parse(const char *text, int64_t min_ns,
+				 int64_t max_ns, int64_t *out, char *err,
+				 size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -447,56 +447,133 @@ static int parse_fields(struct perr *e, struct keel_cron *c, const char *s)
 /* Longest @every: 100 years, far beyond any schedule's use. */
 #define EVERY_MAX (INT64_C(876000) * 3600)
 
-/* Go-style duration of whole seconds: 1h30m, 90s, 2h, 1h0m5s. */
-static int parse_every(struct perr *e, struct keel_cron *c, struct tok t)
-{
-	size_t i = 0;
-	int64_t total = 0;
+#define NS_PER_MS INT64_C(1000000)
+#define NS_PER_S INT64_C(1000000000)
 
-	if (t.n == 0)
-		return fail(e, "@every: missing duration (e.g. @every 1h30m)");
-	while (i < t.n) {
+/* A bound for a reason, in the largest unit that divides it: "24h",
+ * "90s", "500ms", "7ns" (only a caller's odd bound needs ns). */
+static void show_ns(char *buf, size_t len, int64_t ns)
+{
+	static const struct {
+		int64_t ns;
+		const char *unit;
+	} units[] = {
+	    {INT64_C(3600) * NS_PER_S, "h"}, {INT64_C(60) * NS_PER_S, "m"},
+	    {NS_PER_S, "s"},		     {NS_PER_MS, "ms"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (ns != 0 && ns % units[i].ns == 0) {
+			snprintf(buf, len, "%lld%s",
+				 (long long)(ns / units[i].ns), units[i].unit);
+			return;
+		}
+	}
+	snprintf(buf, len, ns == 0 ? "0s" : "%lldns", (long long)ns);
+}
+
+/*
+ * The one duration grammar of keel (schedules and jobs): Go-style, one or
+ * more <digits><unit> with units h, m, s and ms, no sign, no fractions, no
+ * blanks: "1h30m", "90s", "500ms", "1h0m5s". Units may repeat or come in
+ * any order; the parts add up.
+ */
+int keel_duration_parse(const char *text, int64_t min_ns, int64_t max_ns,
+			int64_t *out, char *err, size_t errlen)
+{
+	struct perr e = {err, errlen, -1, 0};
+	size_t i = 0, n;
+	int64_t total = 0;
+	char bound[32];
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (text == NULL || out == NULL)
+		return fail(&e, "no duration given");
+	n = strlen(text);
+	if (n == 0)
+		return fail(&e, "missing duration (e.g. 1h30m)");
+	while (i < n) {
 		int64_t x = 0, unit;
 		size_t d0 = i;
+		int big = 0;
 
-		while (i < t.n && isdigit((unsigned char)t.s[i])) {
-			if (x <= EVERY_MAX)
-				x = x * 10 + (t.s[i] - '0');
+		while (i < n && isdigit((unsigned char)text[i])) {
+			if (x > (INT64_MAX - 9) / 10)
+				big = 1;
+			else
+				x = x * 10 + (text[i] - '0');
 			i++;
 		}
 		if (i == d0)
-			return fail(e,
-				    "@every: '%.*s' is not a duration (a "
-				    "number then h, m or s, e.g. 1h30m)",
-				    SHOW(t.n), t.s);
-		if (i < t.n && t.s[i] == '.')
-			return fail(e, "@every: fractions are not supported "
-				       "(write 1h30m, not 1.5h)");
-		if (i == t.n)
-			return fail(e,
-				    "@every: '%.*s' lacks a unit after %.*s "
-				    "(h, m or s)",
-				    SHOW(t.n), t.s, SHOW(i - d0), t.s + d0);
-		if (t.s[i] == 'h')
-			unit = 3600;
-		else if (t.s[i] == 'm' && !(i + 1 < t.n && t.s[i + 1] == 's'))
-			unit = 60;
-		else if (t.s[i] == 's')
-			unit = 1;
-		else
+			return fail(&e,
+				    "'%.*s' is not a duration (a number then "
+				    "h, m, s or ms, e.g. 1h30m)",
+				    SHOW(n), text);
+		if (i < n && text[i] == '.')
+			return fail(&e, "fractions are not supported (write "
+					"1h30m, not 1.5h)");
+		if (i == n)
+			return fail(&e, "'%.*s' lacks a unit after %.*s (h, m, "
+					"s or ms)",
+				    SHOW(n), text, SHOW(i - d0), text + d0);
+		if (text[i] == 'h') {
+			unit = 3600 * NS_PER_S;
+		} else if (text[i] == 'm' && i + 1 < n && text[i + 1] == 's') {
+			unit = NS_PER_MS;
+			i++;
+		} else if (text[i] == 'm') {
+			unit = 60 * NS_PER_S;
+		} else if (text[i] == 's') {
+			unit = NS_PER_S;
+		} else {
+			return fail(&e,
+				    "unknown unit in '%.*s' (h, m, s or ms)",
+				    SHOW(n), text);
+		}
+		i++;
+		if (big || x > max_ns / unit || total > max_ns - x * unit) {
+			show_ns(bound, sizeof(bound), max_ns);
+			return fail(&e, "duration must be at most %s", bound);
+		}
+		total += x * unit;
+	}
+	if (total < min_ns) {
+		show_ns(bound, sizeof(bound), min_ns);
+		return fail(&e, "duration must be at least %s", bound);
+	}
+	*out = total;
+	return 0;
+}
+
+/* @every: the shared grammar, but whole seconds only (no ms: a schedule
+ * counts seconds), at least 1s, at most EVERY_MAX. */
+static int parse_every(struct perr *e, struct keel_cron *c, struct tok t)
+{
+	char text[KEEL_CRON_TEXT_MAX + 1], why[KEEL_CRON_ERR_MAX];
+	int64_t ns;
+	size_t i;
+
+	if (t.n == 0)
+		return fail(e, "@every: missing duration (e.g. @every 1h30m)");
+	for (i = 0; i + 1 < t.n; i++) {
+		if (t.s[i] == 'm' && t.s[i + 1] == 's')
 			return fail(e,
 				    "@every: unknown unit in '%.*s' (h, m "
 				    "or s; durations are whole seconds)",
 				    SHOW(t.n), t.s);
-		i++;
-		if (x > EVERY_MAX / unit || total + x * unit > EVERY_MAX)
-			return fail(e, "@every: duration must be at most "
-				       "876000h (100 years)");
-		total += x * unit;
 	}
-	if (total < 1)
+	memcpy(text, t.s, t.n); /* t.n <= KEEL_CRON_TEXT_MAX */
+	text[t.n] = '\0';
+	if (keel_duration_parse(text, 0, INT64_MAX, &ns, why, sizeof(why)) < 0)
+		return fail(e, "@every: %s", why);
+	if (ns > EVERY_MAX * NS_PER_S)
+		return fail(e, "@every: duration must be at most "
+			       "876000h (100 years)");
+	if (ns < NS_PER_S)
 		return fail(e, "@every: duration must be at least 1s");
-	c->every = total;
+	c->every = ns / NS_PER_S;
 	return 0;
 }
 
