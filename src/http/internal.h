@@ -136,8 +136,6 @@ int keel__http_req_detach(struct keel_http_req *rq);
 struct MHD_Connection;
 void keel__http_remote_addr(struct MHD_Connection *conn, char *buf, size_t len);
 
-/* The RFC 3339 UTC timestamp with milliseconds of now (24 chars + NUL). */
-void keel__http_now_rfc3339(char buf[32]);
 
 /* Server (server.c): counts a panic that a middleware (recover) stopped
  * before it reached the server's own scope, for keel_http_stats.panics.

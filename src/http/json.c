@@ -13,6 +13,7 @@
 #include <keel/trace.h>
 
 #include "internal.h"
+#include "../obs/json.h"
 
 const char *keel_http_reason(int status)
 {
@@ -78,20 +79,6 @@ const char *keel_http_reason(int status)
 	/* clang-format on */
 }
 
-void keel__http_now_rfc3339(char buf[32])
-{
-	struct timespec ts;
-	struct tm tm;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	/* strftime for the date (the year may have more than 4 digits in
-	 * theory; the buffer holds it), then the milliseconds. */
-	size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-
-	snprintf(buf + n, 32 - n, ".%03dZ", (int)(ts.tv_nsec / 1000000));
-}
-
 /* Replaces the body with the text of v. The dump goes straight into the
  * body buffer (json_dumpb): no intermediate string. */
 static int put_json(struct keel_http_resp *rs, const json_t *v)
@@ -137,6 +124,7 @@ int keel_http_json(struct keel_http_resp *rs, int status, const json_t *v)
 int keel_http_error(struct keel_http_resp *rs, int status, const char *reason)
 {
 	char ts[32], tid[33];
+	struct timespec now;
 	const struct keel_trace *t = keel_trace_current();
 	json_t *o;
 	int rc;
@@ -145,7 +133,8 @@ int keel_http_error(struct keel_http_resp *rs, int status, const char *reason)
 		return -EINVAL;
 	if (rs->committed)
 		return -EBUSY;
-	keel__http_now_rfc3339(ts);
+	clock_gettime(CLOCK_REALTIME, &now);
+	keel__rfc3339(&now, ts);
 	o = json_object();
 	if (o == NULL)
 		return -ENOMEM;

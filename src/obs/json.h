@@ -104,6 +104,16 @@ KEEL_API void keel__json_error(struct keel__json *j, const struct keel_error *e)
 KEEL_API void keel__json_panic(struct keel__json *j, const struct keel_panic *p,
 			       void *const *frames, size_t n);
 
+/*
+ * keel__rfc3339 - "2026-11-26T10:00:00.123Z" (24 characters and a NUL):
+ * UTC, milliseconds, as every record, report and error body of keel
+ * writes it. Times before 1970 or after 9999 are written as the epoch. The
+ * date part is formatted once per second per thread (the logger calls it
+ * for every record).
+ */
+struct timespec;
+KEEL_API void keel__rfc3339(const struct timespec *ts, char out[25]);
+
 /* "SIGSEGV", "SIGBUS", "SIGFPE", ... (static), "SIG?" for others. */
 KEEL_API const char *keel__signal_name(int signo);
 

@@ -4,11 +4,57 @@
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <string.h>
+#include <time.h>
 
 #include <keel/error.h>
 #include <keel/panic.h>
 
 #include "json.h"
+
+static __thread KEEL__IE time_t stamp_sec = -1;
+static __thread KEEL__IE char stamp_text[20]; /* 2026-11-26T10:00:00 */
+
+static void put_digits(char *p, int v, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+void keel__rfc3339(const struct timespec *ts, char out[25])
+{
+	time_t sec = ts->tv_sec;
+	int ms = (int)(ts->tv_nsec / 1000000);
+
+	if (sec < 0 || sec > 253402300799LL || ms < 0 || ms > 999) {
+		sec = 0;
+		ms = 0;
+	}
+	if (sec != stamp_sec) {
+		struct tm tm;
+
+		gmtime_r(&sec, &tm);
+		put_digits(stamp_text, tm.tm_year + 1900, 4);
+		stamp_text[4] = '-';
+		put_digits(stamp_text + 5, tm.tm_mon + 1, 2);
+		stamp_text[7] = '-';
+		put_digits(stamp_text + 8, tm.tm_mday, 2);
+		stamp_text[10] = 'T';
+		put_digits(stamp_text + 11, tm.tm_hour, 2);
+		stamp_text[13] = ':';
+		put_digits(stamp_text + 14, tm.tm_min, 2);
+		stamp_text[16] = ':';
+		put_digits(stamp_text + 17, tm.tm_sec, 2);
+		stamp_sec = sec;
+	}
+	memcpy(out, stamp_text, 19);
+	out[19] = '.';
+	put_digits(out + 20, ms, 3);
+	out[23] = 'Z';
+	out[24] = '\0';
+}
 
 const char *keel__signal_name(int signo)
 {

@@ -182,8 +182,8 @@ void keel_log_set_level(struct keel_logger *lg, enum keel_log_level level)
 
 /* Formatting a date costs more than the rest of a short record, so each
  * thread keeps the text of the last second it formatted. */
-static __thread KEEL__IE time_t utc_sec = -1, local_sec = -1;
-static __thread KEEL__IE char utc_text[20], local_text[9]; /* 2026-11-26T10:00:00, 10:00:00 */
+static __thread KEEL__IE time_t local_sec = -1;
+static __thread KEEL__IE char local_text[9]; /* 10:00:00 */
 
 static void put2(char *p, int v)
 {
@@ -199,32 +199,6 @@ static void put_ms(char *p, long nsec)
 	p[1] = (char)('0' + ms / 100);
 	p[2] = (char)('0' + ms / 10 % 10);
 	p[3] = (char)('0' + ms % 10);
-}
-
-/* "2026-11-26T10:00:00.123Z" (24 bytes). */
-static void utc_stamp(const struct timespec *ts, char out[24])
-{
-	if (ts->tv_sec != utc_sec) {
-		struct tm tm;
-
-		gmtime_r(&ts->tv_sec, &tm);
-		put2(utc_text, (tm.tm_year + 1900) / 100);
-		put2(utc_text + 2, (tm.tm_year + 1900) % 100);
-		utc_text[4] = '-';
-		put2(utc_text + 5, tm.tm_mon + 1);
-		utc_text[7] = '-';
-		put2(utc_text + 8, tm.tm_mday);
-		utc_text[10] = 'T';
-		put2(utc_text + 11, tm.tm_hour);
-		utc_text[13] = ':';
-		put2(utc_text + 14, tm.tm_min);
-		utc_text[16] = ':';
-		put2(utc_text + 17, tm.tm_sec);
-		utc_sec = ts->tv_sec;
-	}
-	memcpy(out, utc_text, 19);
-	put_ms(out + 19, ts->tv_nsec);
-	out[23] = 'Z';
 }
 
 /* "10:00:00.123" local time (12 bytes), for people. */
@@ -322,7 +296,7 @@ static void trace_ids(char tid[33], char sid[17])
 static void format_json(struct keel_logger *lg, struct keel__json *j,
 			const struct record *r, const struct timespec *ts)
 {
-	char stamp[24], tid[33], sid[17];
+	char stamp[25], tid[33], sid[17];
 	void *const *frames;
 	size_t nframes;
 
@@ -332,12 +306,12 @@ static void format_json(struct keel_logger *lg, struct keel__json *j,
 		"\",\"level\":\"FATAL\"",
 	};
 
-	utc_stamp(ts, stamp);
+	keel__rfc3339(ts, stamp);
 	trace_ids(tid, sid);
 	/* The fixed head in one go: {"timestamp":"...","level":"..." */
 	keel__json_obj(j);
 	keel__json_append(j, "\"timestamp\":\"", 13);
-	keel__json_append(j, stamp, sizeof(stamp));
+	keel__json_append(j, stamp, 24);
 	keel__json_append(j, level_json[r->level], strlen(level_json[r->level]));
 	j->nonempty |= 1; /* the object has members: commas from here on */
 	if (r->module != NULL) {

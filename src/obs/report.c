@@ -157,21 +157,11 @@ void keel__report_event_id(char buf[33])
 
 void keel__report_rfc3339(int64_t ns, char buf[32])
 {
-	time_t sec = (time_t)(ns / 1000000000);
-	int ms = (int)(ns % 1000000000 / 1000000);
-	struct tm tm;
-	char tmp[96];
+	struct timespec ts;
 
-	if (ns < 0 || ns / 1000000000 > 253402300799LL) { /* past 9999 */
-		sec = 0;
-		ms = 0;
-	}
-	gmtime_r(&sec, &tm);
-	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		 tm.tm_min, tm.tm_sec, ms);
-	memcpy(buf, tmp, 31);
-	buf[31] = '\0';
+	ts.tv_sec = (time_t)(ns / 1000000000);
+	ts.tv_nsec = (long)(ns % 1000000000);
+	keel__rfc3339(&ts, buf); /* a negative ns is written as the epoch */
 }
 
 static const char *level_of(const char *level)
