@@ -38,6 +38,8 @@
 #include <keel/error.h>
 #include <keel/panic.h>
 
+#include <keel/clock.h>
+
 #include "internal.h"
 
 /* ------------------------------------------------------------------------
@@ -82,14 +84,6 @@ void keel_http_next(const struct keel_http_next *next,
 /* ------------------------------------------------------------------------
  * Shared pieces
  * ------------------------------------------------------------------------ */
-
-static int64_t mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* The status a request ends with: a panic below makes it the 500 that
  * recover answers, unless the status was committed before. */
@@ -294,7 +288,7 @@ static void alog_write(const struct alog *a, int panicked)
 	route = keel_http_route_pattern(a->rq);
 	rid = keel_http_request_id(a->rq);
 	remote = keel_http_remote_addr(a->rq);
-	ms = (double)(mono_now() - a->rq->started) / 1e6;
+	ms = (double)(keel_clock_now(NULL) - a->rq->started) / 1e6;
 	{
 		const struct keel_field f[] = {
 			KEEL_STR("method", a->rq->method),
@@ -570,7 +564,7 @@ static void metrics_record(struct keel_http_metrics *m,
 	}
 	keel_counter_inc(c);
 	keel_histogram_observe(hist,
-			       (double)(mono_now() - rq->started) / 1e9);
+			       (double)(keel_clock_now(NULL) - rq->started) / 1e9);
 }
 
 struct mrec {

@@ -276,14 +276,6 @@ uint16_t keel_http_server_port(const struct keel_http_server *s)
  * Per-request state
  * ------------------------------------------------------------------------ */
 
-static int64_t mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * KEEL_SEC + ts.tv_nsec;
-}
-
 static void state_unref(struct conn_state *st)
 {
 	if (atomic_fetch_sub(&st->refs, 1) != 1)
@@ -761,7 +753,7 @@ static enum MHD_Result complete(struct keel_http_server *s,
 		return reject(s, st, 503, "the server is shutting down");
 	if (st->bad_method)
 		return reject(s, st, 501, "unknown method");
-	rq->started = mono_now();
+	rq->started = keel_clock_now(NULL);
 	rc = route(s, rq);
 	if (rc < 0) {
 		keel_http_error(&rq->resp, 500, NULL);
@@ -1080,10 +1072,10 @@ int keel_http_server_stop(struct keel_http_server *s, int64_t timeout)
 		shutdown(s->lfd, SHUT_RDWR);
 
 	deadline =
-	    timeout > INT64_MAX - mono_now() ? INT64_MAX : mono_now() + timeout;
+	    timeout > INT64_MAX - keel_clock_now(NULL) ? INT64_MAX : keel_clock_now(NULL) + timeout;
 	deadline_ts(deadline, &ts);
 	pthread_mutex_lock(&s->mu);
-	while (atomic_load(&s->active) > 0 && mono_now() < deadline)
+	while (atomic_load(&s->active) > 0 && keel_clock_now(NULL) < deadline)
 		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 	if (atomic_load(&s->active) > 0)
 		rc = -ETIMEDOUT;
