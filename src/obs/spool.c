@@ -13,10 +13,10 @@
  * crash inside the hook leaves only a temporary file, which the reader
  * ignores.
  *
- * libkeel does not link a JSON library, and the reader must not trust what
- * it reads (a disk can be full, a file can be edited), so a small strict
- * JSON reader lives here too; keel_reporter_send also uses it to check
- * extra_json.
+ * The reader must not trust what it reads (a disk can be full, a file can
+ * be edited): records are parsed with jansson (which libkeel links for its
+ * HTTP layer) and every member is checked for its type and range before it
+ * is used. keel_reporter_send uses the same parse to check extra_json.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,428 +31,91 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include <keel/report.h>
 #include <keel/trace.h>
 
 #include "json.h"
 
 /* ------------------------------------------------------------------------
- * A small strict JSON reader (RFC 8259): a tree of values.
+ * Reading records (jansson, which libkeel links for its HTTP layer)
  * ------------------------------------------------------------------------ */
 
-enum jtype { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ };
-
-struct jv {
-	enum jtype t;
-	char *key;        /* member name inside an object */
-	char *s;          /* J_STR: decoded text; J_NUM: the number's text */
-	size_t n;
-	struct jv *kids;  /* J_ARR, J_OBJ: first member */
-	struct jv *next;
-};
-
-struct jp {
-	const char *p, *end;
-	int depth;
-};
-
-#define J_MAX_DEPTH 32
-
-static void jv_free(struct jv *v)
+/* The whole of s[0..n) as one value: 0, -ENOMEM, or -EINVAL for text that
+ * is not one JSON value. */
+static int jparse(const char *s, size_t n, size_t flags, json_t **out)
 {
-	while (v != NULL) {
-		struct jv *next = v->next;
+	json_error_t err;
 
-		jv_free(v->kids);
-		free(v->key);
-		free(v->s);
-		free(v);
-		v = next;
-	}
-}
-
-static void skip_ws(struct jp *p)
-{
-	while (p->p < p->end && (*p->p == ' ' || *p->p == '\t' ||
-				 *p->p == '\n' || *p->p == '\r'))
-		p->p++;
-}
-
-static int hex4(const char *s, unsigned *out)
-{
-	unsigned v = 0;
-	int i;
-
-	for (i = 0; i < 4; i++) {
-		char c = s[i];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-static size_t put_utf8(char *o, unsigned cp)
-{
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		o[0] = (char)(0xc0 | (cp >> 6));
-		o[1] = (char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xe0 | (cp >> 12));
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		o[2] = (char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	o[0] = (char)(0xf0 | (cp >> 18));
-	o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-	o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-	o[3] = (char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/* A string at p->p (after the opening quote) into a new NUL-terminated
- * buffer. The decoded text is never longer than the escaped one. */
-static int parse_str(struct jp *p, char **out, size_t *outn)
-{
-	const char *s = p->p;
-	char *buf, *o;
-
-	while (s < p->end && *s != '"') {
-		if (*s == '\\')
-			s++;
-		s++;
-	}
-	if (s >= p->end)
-		return -EINVAL;
-	buf = malloc((size_t)(s - p->p) + 1);
-	if (buf == NULL)
-		return -ENOMEM;
-	o = buf;
-	while (p->p < s) {
-		unsigned char c = (unsigned char)*p->p;
-		unsigned cp, lo;
-		size_t k;
-
-		if (c < 0x20)
-			goto bad;
-		if (c >= 0x80) {
-			k = keel__utf8_len((const unsigned char *)p->p,
-				    (size_t)(s - p->p));
-			if (k == 0)
-				goto bad;
-			memcpy(o, p->p, k);
-			o += k;
-			p->p += k;
-			continue;
-		}
-		if (c != '\\') {
-			*o++ = (char)c;
-			p->p++;
-			continue;
-		}
-		p->p++;
-		switch (*p->p++) {
-		case '"': *o++ = '"'; break;
-		case '\\': *o++ = '\\'; break;
-		case '/': *o++ = '/'; break;
-		case 'b': *o++ = '\b'; break;
-		case 'f': *o++ = '\f'; break;
-		case 'n': *o++ = '\n'; break;
-		case 'r': *o++ = '\r'; break;
-		case 't': *o++ = '\t'; break;
-		case 'u':
-			if (s - p->p < 4 || hex4(p->p, &cp) != 0)
-				goto bad;
-			p->p += 4;
-			if (cp >= 0xd800 && cp <= 0xdbff && s - p->p >= 6 &&
-			    p->p[0] == '\\' && p->p[1] == 'u' &&
-			    hex4(p->p + 2, &lo) == 0 && lo >= 0xdc00 &&
-			    lo <= 0xdfff) {
-				cp = 0x10000 + ((cp - 0xd800) << 10) +
-				     (lo - 0xdc00);
-				p->p += 6;
-			} else if (cp >= 0xd800 && cp <= 0xdfff) {
-				cp = 0xfffd; /* a lone surrogate */
-			}
-			o += put_utf8(o, cp);
-			break;
-		default:
-			goto bad;
-		}
-	}
-	p->p = s + 1;
-	*o = '\0';
-	*out = buf;
-	*outn = (size_t)(o - buf);
-	return 0;
-bad:
-	free(buf);
-	return -EINVAL;
-}
-
-static int parse_num(struct jp *p, struct jv *v)
-{
-	const char *s = p->p;
-
-	if (p->p < p->end && *p->p == '-')
-		p->p++;
-	if (p->p >= p->end)
-		return -EINVAL;
-	if (*p->p == '0') {
-		p->p++;
-	} else if (*p->p >= '1' && *p->p <= '9') {
-		while (p->p < p->end && *p->p >= '0' && *p->p <= '9')
-			p->p++;
-	} else {
-		return -EINVAL;
-	}
-	if (p->p < p->end && *p->p == '.') {
-		p->p++;
-		if (p->p >= p->end || *p->p < '0' || *p->p > '9')
-			return -EINVAL;
-		while (p->p < p->end && *p->p >= '0' && *p->p <= '9')
-			p->p++;
-	}
-	if (p->p < p->end && (*p->p == 'e' || *p->p == 'E')) {
-		p->p++;
-		if (p->p < p->end && (*p->p == '+' || *p->p == '-'))
-			p->p++;
-		if (p->p >= p->end || *p->p < '0' || *p->p > '9')
-			return -EINVAL;
-		while (p->p < p->end && *p->p >= '0' && *p->p <= '9')
-			p->p++;
-	}
-	v->t = J_NUM;
-	v->n = (size_t)(p->p - s);
-	v->s = strndup(s, v->n);
-	return v->s != NULL ? 0 : -ENOMEM;
-}
-
-static int parse_value(struct jp *p, struct jv **out);
-
-static int parse_container(struct jp *p, struct jv *v, char close)
-{
-	struct jv **tail = &v->kids;
-	int rc;
-
-	if (++p->depth > J_MAX_DEPTH)
-		return -EINVAL;
-	skip_ws(p);
-	if (p->p < p->end && *p->p == close) {
-		p->p++;
-		p->depth--;
+	*out = json_loadb(s, n, flags, &err);
+	if (*out != NULL)
 		return 0;
-	}
-	for (;;) {
-		char *key = NULL;
-		size_t keyn;
-		struct jv *kid;
-
-		skip_ws(p);
-		if (close == '}') {
-			if (p->p >= p->end || *p->p != '"')
-				return -EINVAL;
-			p->p++;
-			rc = parse_str(p, &key, &keyn);
-			if (rc != 0)
-				return rc;
-			skip_ws(p);
-			if (p->p >= p->end || *p->p != ':') {
-				free(key);
-				return -EINVAL;
-			}
-			p->p++;
-		}
-		rc = parse_value(p, &kid);
-		if (rc != 0) {
-			free(key);
-			return rc;
-		}
-		kid->key = key;
-		*tail = kid;
-		tail = &kid->next;
-		skip_ws(p);
-		if (p->p >= p->end)
-			return -EINVAL;
-		if (*p->p == ',') {
-			p->p++;
-			continue;
-		}
-		if (*p->p != close)
-			return -EINVAL;
-		p->p++;
-		p->depth--;
-		return 0;
-	}
-}
-
-static int parse_word(struct jp *p, const char *w, size_t n)
-{
-	if ((size_t)(p->end - p->p) < n || memcmp(p->p, w, n) != 0)
-		return -EINVAL;
-	p->p += n;
-	return 0;
-}
-
-static int parse_value(struct jp *p, struct jv **out)
-{
-	struct jv *v = calloc(1, sizeof(*v));
-	int rc;
-
-	if (v == NULL)
-		return -ENOMEM;
-	skip_ws(p);
-	if (p->p >= p->end) {
-		rc = -EINVAL;
-	} else {
-		switch (*p->p) {
-		case '{':
-			p->p++;
-			v->t = J_OBJ;
-			rc = parse_container(p, v, '}');
-			break;
-		case '[':
-			p->p++;
-			v->t = J_ARR;
-			rc = parse_container(p, v, ']');
-			break;
-		case '"':
-			p->p++;
-			v->t = J_STR;
-			rc = parse_str(p, &v->s, &v->n);
-			break;
-		case 't':
-			v->t = J_TRUE;
-			rc = parse_word(p, "true", 4);
-			break;
-		case 'f':
-			v->t = J_FALSE;
-			rc = parse_word(p, "false", 5);
-			break;
-		case 'n':
-			v->t = J_NULL;
-			rc = parse_word(p, "null", 4);
-			break;
-		default:
-			rc = parse_num(p, v);
-		}
-	}
-	if (rc != 0) {
-		jv_free(v);
-		return rc;
-	}
-	*out = v;
-	return 0;
-}
-
-/* The whole of s[0..n) as one value. */
-static int jparse(const char *s, size_t n, struct jv **out)
-{
-	struct jp p = { s, s + n, 0 };
-	struct jv *v;
-	int rc = parse_value(&p, &v);
-
-	if (rc != 0)
-		return rc;
-	skip_ws(&p);
-	if (p.p != p.end) {
-		jv_free(v);
-		return -EINVAL;
-	}
-	*out = v;
-	return 0;
+	return json_error_code(&err) == json_error_out_of_memory ? -ENOMEM
+								  : -EINVAL;
 }
 
 int keel__report_json_object_check(const char *s, size_t n)
 {
-	struct jv *v;
+	json_t *v;
 	int rc;
 
 	if (s == NULL)
 		return -EINVAL;
-	rc = jparse(s, n, &v);
+	/* The logger's fields may hold NUL bytes, which the writer escapes. */
+	rc = jparse(s, n, JSON_ALLOW_NUL, &v);
 	if (rc != 0)
 		return rc;
-	rc = v->t == J_OBJ ? 0 : -EINVAL;
-	jv_free(v);
+	rc = json_is_object(v) ? 0 : -EINVAL;
+	json_decref(v);
 	return rc;
 }
 
-static const struct jv *jget(const struct jv *obj, const char *key)
-{
-	const struct jv *k;
-
-	if (obj == NULL || obj->t != J_OBJ)
-		return NULL;
-	for (k = obj->kids; k != NULL; k = k->next)
-		if (strcmp(k->key, key) == 0)
-			return k;
-	return NULL;
-}
-
 /* A string member (NULL when absent or null); -EINVAL for another type. */
-static int jstr(const struct jv *obj, const char *key, const char **out)
+static int jstr(const json_t *obj, const char *key, const char **out)
 {
-	const struct jv *v = jget(obj, key);
+	const json_t *v = json_object_get(obj, key);
 
 	*out = NULL;
-	if (v == NULL || v->t == J_NULL)
+	if (v == NULL || json_is_null(v))
 		return 0;
-	if (v->t != J_STR)
+	if (!json_is_string(v))
 		return -EINVAL;
-	*out = v->s;
+	*out = json_string_value(v);
 	return 0;
 }
 
-/* An integer member; -EINVAL when absent (and required), not an integer
- * or out of range. */
-static int jint(const struct jv *obj, const char *key, int required,
+/* An integer member; -EINVAL when absent (and required) or not an
+ * integer. */
+static int jint(const json_t *obj, const char *key, int required,
 		int64_t *out)
 {
-	const struct jv *v = jget(obj, key);
-	char *end;
-	long long x;
+	const json_t *v = json_object_get(obj, key);
 
 	if (v == NULL && !required)
 		return 0;
-	if (v == NULL || v->t != J_NUM)
+	if (v == NULL || !json_is_integer(v))
 		return -EINVAL;
-	errno = 0;
-	x = strtoll(v->s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -EINVAL;
-	*out = x;
+	*out = (int64_t)json_integer_value(v);
 	return 0;
 }
 
 /* "0x..." as written by keel__json_ptr. */
-static int jptr(const struct jv *obj, const char *key, void **out)
+static int jptr(const json_t *obj, const char *key, void **out)
 {
-	const struct jv *v = jget(obj, key);
+	const char *s;
 	unsigned long long x;
 	char *end;
 
 	*out = NULL;
-	if (v == NULL || v->t == J_NULL)
+	if (jstr(obj, key, &s) != 0)
+		return -EINVAL;
+	if (s == NULL)
 		return 0;
-	if (v->t != J_STR || strncmp(v->s, "0x", 2) != 0 || v->s[2] == '\0')
+	if (strncmp(s, "0x", 2) != 0 || s[2] == '\0')
 		return -EINVAL;
 	errno = 0;
-	x = strtoull(v->s + 2, &end, 16);
+	x = strtoull(s + 2, &end, 16);
 	if (errno != 0 || *end != '\0')
 		return -EINVAL;
 	*out = (void *)(uintptr_t)x;
@@ -820,17 +483,15 @@ static int unhex(const char *s, uint8_t *out, size_t n)
 	return 0;
 }
 
-static int read_frames(const struct jv *arr, struct keel__report_item *it)
+static int read_frames(const json_t *arr, struct keel__report_item *it)
 {
-	const struct jv *f;
-	size_t n = 0;
+	size_t n, i;
 
 	if (arr == NULL)
 		return 0;
-	if (arr->t != J_ARR)
+	if (!json_is_array(arr))
 		return -EINVAL;
-	for (f = arr->kids; f != NULL; f = f->next)
-		n++;
+	n = json_array_size(arr);
 	if (n > KEEL__REPORT_MAX_FRAMES)
 		n = KEEL__REPORT_MAX_FRAMES;
 	it->frames = calloc(n != 0 ? n : 1, sizeof(*it->frames));
@@ -838,13 +499,14 @@ static int read_frames(const struct jv *arr, struct keel__report_item *it)
 		return -ENOMEM;
 	it->frames_named = 1;
 	it->frames_owned = 1;
-	for (f = arr->kids; f != NULL && it->nframes < n; f = f->next) {
+	for (i = 0; i < n; i++) {
+		const json_t *f = json_array_get(arr, i);
 		struct keel__report_frame *fr = &it->frames[it->nframes++];
 		const char *fn, *file;
 		int64_t line = 0;
 		char *cfn, *cfile;
 
-		if (f->t != J_OBJ || jptr(f, "pc", &fr->pc) != 0 ||
+		if (!json_is_object(f) || jptr(f, "pc", &fr->pc) != 0 ||
 		    jstr(f, "function", &fn) != 0 ||
 		    jstr(f, "file", &file) != 0 ||
 		    jint(f, "line", 0, &line) != 0 || line < 0 ||
@@ -861,27 +523,27 @@ static int read_frames(const struct jv *arr, struct keel__report_item *it)
 	return 0;
 }
 
-static int record_to_item(const struct jv *v, const char *path,
+static int record_to_item(const json_t *v, const char *path,
 			  struct keel__report_item *it)
 {
 	const char *msg, *kind, *s, *tid, *sid;
-	const struct jv *sig;
+	const json_t *sig;
 	int64_t ver = 0, x;
 	char extra[128];
 	int rc;
 
-	if (v->t != J_OBJ || jint(v, "v", 1, &ver) != 0 || ver != 1)
+	if (!json_is_object(v) || jint(v, "v", 1, &ver) != 0 || ver != 1)
 		return -EINVAL;
 	if (jstr(v, "message", &msg) != 0 || msg == NULL ||
 	    jstr(v, "kind", &kind) != 0 ||
 	    jint(v, "time_ns", 1, &it->timestamp) != 0 || it->timestamp < 0 ||
 	    jint(v, "pid", 0, &it->pid) != 0 ||
-	    jget(v, "runtime") == NULL)
+	    !json_is_boolean(json_object_get(v, "runtime")))
 		return -EINVAL;
 	it->level = "fatal";
 	it->handled = 0;
 	it->has_panic = 1;
-	it->panic_runtime = jget(v, "runtime")->t == J_TRUE;
+	it->panic_runtime = json_is_true(json_object_get(v, "runtime"));
 	if (jstr(v, "event_id", &s) != 0)
 		return -EINVAL;
 	if (s != NULL) {
@@ -893,9 +555,9 @@ static int record_to_item(const struct jv *v, const char *path,
 	} else {
 		keel__report_event_id(it->event_id);
 	}
-	sig = jget(v, "signal");
+	sig = json_object_get(v, "signal");
 	if (sig != NULL) {
-		if (sig->t != J_OBJ || jint(sig, "signo", 1, &x) != 0 ||
+		if (!json_is_object(sig) || jint(sig, "signo", 1, &x) != 0 ||
 		    x <= 0 || x >= 65)
 			return -EINVAL;
 		it->fault.signo = (int)x;
@@ -906,7 +568,7 @@ static int record_to_item(const struct jv *v, const char *path,
 			return -EINVAL;
 		it->fault.code = (int)x;
 	}
-	rc = read_frames(jget(v, "frames"), it);
+	rc = read_frames(json_object_get(v, "frames"), it);
 	if (rc != 0)
 		return rc;
 	if (jstr(v, "trace_id", &tid) != 0 || jstr(v, "span_id", &sid) != 0)
@@ -939,7 +601,7 @@ static int record_to_item(const struct jv *v, const char *path,
 int keel__spool_read(const char *path, struct keel__report_item **out)
 {
 	struct keel__report_item *it;
-	struct jv *v;
+	json_t *v;
 	char *buf = NULL;
 	size_t n = 0;
 	int rc;
@@ -948,17 +610,17 @@ int keel__spool_read(const char *path, struct keel__report_item **out)
 	rc = read_file(path, &buf, &n);
 	if (rc != 0)
 		return rc;
-	rc = jparse(buf, n, &v);
+	rc = jparse(buf, n, 0, &v);
 	free(buf);
 	if (rc != 0)
 		return rc;
 	it = calloc(1, sizeof(*it));
 	if (it == NULL) {
-		jv_free(v);
+		json_decref(v);
 		return -ENOMEM;
 	}
 	rc = record_to_item(v, path, it);
-	jv_free(v);
+	json_decref(v);
 	if (rc != 0) {
 		keel__report_item_free(it);
 		return rc;
