@@ -1,5 +1,5 @@
 # keel - the two commands a new machine needs:
-#   make run     install what is missing, build, run the main job
+#   make run     install what is missing, build, start keeld (dashboard on :8080)
 #   make check   install what is missing, build, run every test through ctest
 # Other targets: asan, tsan, clang, fuzz, bench, install, format, clean.
 
@@ -20,8 +20,12 @@ build: deps
 	@$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@$(CMAKE) --build $(BUILD) -j $(JOBS)
 
+# keeld with the sample jobs (etc/keeld/jobs.json) and the demo handlers;
+# state in $(BUILD)/keeld-data. Ctrl-C stops it (it drains first).
+KEELD_ARGS ?=
 run: build
-	./$(BUILD)/examples/keel_demo
+	@mkdir -p $(BUILD)/keeld-data
+	./$(BUILD)/cmd/keeld/keeld --data-dir $(BUILD)/keeld-data --jobs etc/keeld/jobs.json --demo --log-format console $(KEELD_ARGS)
 
 check: build
 	$(CTEST) --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -69,6 +73,7 @@ bench:
 	bench/run-policies.sh
 	bench/run-pool.sh
 	bench/run-obs.sh
+	bench/run-store.sh
 	bench/run-http.sh
 
 install: build

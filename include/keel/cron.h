@@ -167,6 +167,15 @@ KEEL_API int keel_duration_parse(const char *text, int64_t min_ns,
 				 int64_t max_ns, int64_t *out, char *err,
 				 size_t errlen);
 
+/*
+ * keel_duration_format - ns in the same grammar, largest units first, the
+ * parts that are zero left out and anything below 1 ms dropped: 90 s is
+ * "1m30s", 1.5 s "1s500ms", 0 "0s". keel_duration_parse reads it back
+ * (exactly, for whole milliseconds). buf gets a NUL-terminated text, cut
+ * when len is too small (32 bytes always suffice). Thread-safe.
+ */
+KEEL_API void keel_duration_format(int64_t ns, char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1421,7 +1421,7 @@ static void sb_u64(struct sbuf *s, uint64_t v)
 /* How Prometheus reads numbers back: +Inf, -Inf, NaN; integers plainly;
  * otherwise the shortest %g text that parses to the same double. Writes a
  * NUL-terminated text into tmp and returns its length. */
-#define NUMBUF 40
+#define NUMBUF 48 /* "%.17g" of any double, and room to spare */
 static size_t fmt_double(char tmp[NUMBUF], double v)
 {
 	int lo, hi, prec;

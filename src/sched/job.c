@@ -153,7 +153,7 @@ static int opt_str(struct ctx *x, const json_t *o, const char *key,
 		   const char *parent, size_t max, char **out)
 {
 	const json_t *v = json_object_get(o, key);
-	const char *s;
+	const char *s = NULL;
 	int rc;
 
 	if (v == NULL)
@@ -214,7 +214,7 @@ static int opt_enum(struct ctx *x, const json_t *o, const char *key,
 		    const char *list, int *out)
 {
 	const json_t *v = json_object_get(o, key);
-	const char *s;
+	const char *s = NULL;
 	int i, rc;
 
 	if (v == NULL)
@@ -238,7 +238,7 @@ static int opt_duration(struct ctx *x, const json_t *o, const char *key,
 {
 	const json_t *v = json_object_get(o, key);
 	char why[KEEL_CRON_ERR_MAX];
-	const char *s;
+	const char *s = NULL;
 	int rc;
 
 	if (v == NULL)
@@ -360,7 +360,7 @@ static int str_array(struct ctx *x, const json_t *v, const char *path,
 	if (a == NULL)
 		return nomem(x);
 	for (i = 0; i < n; i++) {
-		const char *s, *why;
+		const char *s = NULL, *why;
 
 		rc = str_value(x, json_array_get(v, i), idx(path, i).s,
 			       max_len, 0, &s);
@@ -399,7 +399,7 @@ static int str_object(struct ctx *x, const json_t *v, const char *path,
 	if (p == NULL)
 		return nomem(x);
 	json_object_foreach((json_t *)v, key, val) {
-		const char *s;
+		const char *s = NULL;
 
 		if (strlen(key) != key_length(key) || !name_check(key) ||
 		    strlen(key) > 256)
@@ -608,7 +608,7 @@ static int parse_http(struct ctx *x, const json_t *o, struct keel_job *j)
 	}
 	v = json_object_get(o, "body");
 	if (v != NULL) {
-		const char *s;
+		const char *s = NULL;
 
 		rc = str_value(x, v, "executor.body", BODY_MAX, 1, &s);
 		if (rc == 0)
@@ -732,7 +732,7 @@ static int parse_schedule(struct ctx *x, const json_t *o, struct keel_job *j)
 	struct keel_cron *c;
 	struct keel_tz *tz;
 	const json_t *v;
-	const char *s;
+	const char *s = NULL;
 	int rc;
 
 	v = json_object_get(o, "schedule");
@@ -892,7 +892,7 @@ void keel_job_free(struct keel_job *j)
  * ------------------------------------------------------------------------ */
 
 /* ns -> "1h30m", "500ms", "0s": the exact value in the largest units. */
-static void format_duration(char *buf, size_t len, int64_t ns)
+void keel_duration_format(int64_t ns, char *buf, size_t len)
 {
 	static const struct {
 		int64_t ns;
@@ -905,6 +905,8 @@ static void format_duration(char *buf, size_t len, int64_t ns)
 	};
 	size_t i, n = 0;
 
+	if (buf == NULL || len == 0)
+		return;
 	buf[0] = '\0';
 	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		int64_t q = ns / units[i].ns;
@@ -934,7 +936,7 @@ static json_t *duration_json(int64_t ns)
 {
 	char buf[64];
 
-	format_duration(buf, sizeof(buf), ns);
+	keel_duration_format(ns, buf, sizeof(buf));
 	return json_string(buf);
 }
 

@@ -1,0 +1,160 @@
+/*
+ * keel/sched.h - keeld's scheduler: turns schedules into runs, runs them
+ * on a panic-isolated pool, and keeps every step in a store.
+ *
+ *   tick      Each enabled, unpaused job fires at keel_cron_next of its
+ *             last_tick. Due ticks of every job are materialised together,
+ *             one store transaction per pass (keel_store_ticks), before
+ *             anything runs: a tick is stored exactly once whatever
+ *             crashes.
+ *   missed    A tick materialised more than `late` after its time (keeld
+ *             was down, the host slept) is missed and handled by the job's
+ *             missed policy: skip (each recorded as a skipped run), once
+ *             (the newest one runs, the others are skipped), all (each
+ *             runs, one after another); at most missed_max of them are
+ *             recorded, the rest are counted in a ticks.missed event.
+ *   overlap   A tick of a job with runs still queued or running: forbid
+ *             records it as skipped, replace cancels those runs and
+ *             queues the new one, allow queues it. Runs of a forbid or
+ *             replace job never run at the same time.
+ *   attempt   A queued run is started on the pool (store: running), runs
+ *             through the executor and is stored final; a failed or
+ *             timed-out run with attempts left is followed by attempt + 1
+ *             after the job's backoff, in the same transaction.
+ *   restart   keel_sched_new recovers: runs left running by a dead keeld
+ *             become crashed (and retried per policy), queued runs are
+ *             picked up, and the ticks owed since last_tick follow the
+ *             rules above.
+ *   store     Every store call goes through a retry policy (busy or
+ *             failing database) and a breaker; while it is open nothing
+ *             new is ticked, results that could not be stored are kept in
+ *             memory and written when the store answers again.
+ *
+ * Each run has a trace id (new per tick, kept by its retries), current on
+ * the thread while it runs, so every log line about it carries it.
+ *
+ * Thread-safety: every function may be called from any thread.
+ */
+#ifndef KEEL_SCHED_H
+#define KEEL_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <keel/common.h>
+#include <keel/exec.h>
+#include <keel/job.h>
+#include <keel/run.h>
+#include <keel/store.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct keel_sched;
+struct keel_logger;
+struct keel_metrics;
+
+struct keel_sched_config {
+	struct keel_store *store;    /* required; not owned */
+	struct keel_executor *exec;  /* required; not owned */
+	struct keel_logger *log;     /* NULL: the default logger */
+	struct keel_metrics *metrics; /* NULL: none; else keeld_* families
+					 are registered in it */
+	const char *node;	     /* stamped on runs; default the host
+					name */
+	int workers;		     /* runs at once; default 16 */
+	int64_t late;		     /* ns after which a tick is missed;
+					default 10 s */
+	int64_t prune_interval;	     /* ns between history prunes; default
+					1 min */
+	int64_t store_retry;	     /* ns between tries to write results
+					the store refused; default 1 s */
+};
+
+KEEL_API void keel_sched_config_init(struct keel_sched_config *cfg);
+
+/*
+ * keel_sched_new - loads the jobs, recovers what a previous keeld left
+ * (see above) and returns a scheduler that does not tick yet. err (may be
+ * NULL) gets the reason of a failure: -EINVAL (config), -EIO (the store),
+ * -ENOMEM.
+ */
+KEEL_API int keel_sched_new(const struct keel_sched_config *cfg,
+			    struct keel_sched **out, char *err, size_t errlen);
+
+/* Starts ticking and running. 0, -EALREADY, -EAGAIN (threads). */
+KEEL_API int keel_sched_start(struct keel_sched *s);
+
+/*
+ * keel_sched_stop - stops ticking at once, lets running runs finish for
+ * up to timeout ns (0 = no wait), then cancels the rest (stored as
+ * canceled) and waits for them. Queued runs stay queued in the store for
+ * the next start. 0, or -ETIMEDOUT when runs had to be canceled.
+ * Idempotent.
+ */
+KEEL_API int keel_sched_stop(struct keel_sched *s, int64_t timeout);
+
+/* Stops (no wait) if needed and frees. NULL is a no-op. */
+KEEL_API void keel_sched_free(struct keel_sched *s);
+
+/* 1 while started and not stopping, and the store breaker is closed. */
+KEEL_API int keel_sched_ready(struct keel_sched *s);
+
+/* ---- operations behind the REST API ------------------------------------ */
+
+/* Creates or replaces j (copied). -EINVAL with err when the job names a
+ * handler this keeld does not have; store errors. */
+KEEL_API int keel_sched_job_put(struct keel_sched *s, const struct keel_job *j,
+				enum keel_store_put *result, char *err,
+				size_t errlen);
+/* Deletes the job: its queued and running runs are canceled first. */
+KEEL_API int keel_sched_job_delete(struct keel_sched *s, const char *name);
+KEEL_API int keel_sched_job_pause(struct keel_sched *s, const char *name,
+				  int paused);
+/* Queues a manual run now; *out (may be NULL) gets it. -ENOENT. */
+KEEL_API int keel_sched_run_now(struct keel_sched *s, const char *name,
+				struct keel_run *out);
+/* Cancels a run: queued -> canceled at once, running -> killed (stored
+ * canceled when it ends). -ENOENT, -EALREADY when it is final. */
+KEEL_API int keel_sched_run_cancel(struct keel_sched *s, int64_t id);
+
+/* The next fire time of a job (s), KEEL_CRON_NEVER when none (paused,
+ * disabled, finished @at, @manual), and how many runs it has queued or
+ * running. -ENOENT. */
+KEEL_API int keel_sched_job_state(struct keel_sched *s, const char *name,
+				  int64_t *next_s, int *active);
+
+struct keel_sched_stats {
+	uint64_t jobs;
+	uint64_t queued;  /* waiting to start (retries in backoff included) */
+	uint64_t running;
+	uint64_t started; /* since keel_sched_new */
+	uint64_t finished;
+	uint64_t panics;  /* handler panics recovered */
+	uint64_t unsaved; /* results waiting for the store */
+	uint64_t store_errors;
+	int64_t started_at; /* ms */
+	int64_t loop_at;    /* keel_clock_now of the loop's latest pass: the
+			       loop passes at least once a second, so an old
+			       value means a hung scheduler (the watchdog
+			       reads it) */
+};
+KEEL_API void keel_sched_stats(struct keel_sched *s,
+			       struct keel_sched_stats *out);
+
+/* The node name runs are stamped with. */
+KEEL_API const char *keel_sched_node(struct keel_sched *s);
+
+/* Waits until the loop has ticked what was due at the call and no run is
+ * queued or running, or timeout ns pass (tests, benchmarks). 0 or
+ * -ETIMEDOUT. */
+KEEL_API int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KEEL_SCHED_H */

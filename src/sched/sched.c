@@ -1,0 +1,1814 @@
+/*
+ * src/sched/sched.c - the scheduler loop, dispatch and run lifecycle
+ * (keel/sched.h).
+ *
+ * One loop thread owns time: each pass it materialises every due tick in
+ * one store transaction, then starts the queued runs whose time has come
+ * on the pool, then sleeps until the next fire, the next retry or a wake.
+ * Workers run one attempt each and store its end (and its retry) in one
+ * transaction. Everything in memory (jobs, queued runs, running attempts)
+ * is under s->mu; the store is the truth and memory is rebuilt from it at
+ * start.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <keel/backoff.h>
+#include <keel/breaker.h>
+#include <keel/cancel.h>
+#include <keel/clock.h>
+#include <keel/cron.h>
+#include <keel/log.h>
+#include <keel/metrics.h>
+#include <keel/pipeline.h>
+#include <keel/policy.h>
+#include <keel/pool.h>
+#include <keel/retry.h>
+#include <keel/sched.h>
+#include <keel/trace.h>
+#include <keel/tz.h>
+
+#define MOD "keeld.sched"
+#define MS_PER_S INT64_C(1000)
+#define NS_PER_MS INT64_C(1000000)
+/* Ticks of one job enumerated in one pass before jumping ahead: a job
+ * every second that was down for a day has 86400 of them. */
+#define ENUM_CAP 100000
+/* Runs a pass writes for one job, whatever the schedule. */
+#define ON_TIME_CAP 1000
+
+/* A job definition with what it needs to fire; immutable, shared by the
+ * runs that started under it (refcounted under s->mu). */
+struct jobref {
+	int refs;
+	struct keel_job *job;
+	struct keel_cron *cron;
+	struct keel_tz *tz; /* NULL: UTC */
+};
+
+/* A running attempt, so it can be canceled. */
+struct act {
+	int64_t id;
+	struct keel_cancel cancel;
+	struct act *next;
+};
+
+struct entry {
+	uint64_t gen; /* tells a re-created job from the one deleted */
+	char *name;
+	struct jobref *ref;
+	int paused;
+	int64_t last_tick; /* s */
+	int64_t next;	   /* s, KEEL_CRON_NEVER = none */
+	int pending;	   /* runs queued in s->pend */
+	int running;	   /* attempts on the pool */
+	struct act *acts;
+};
+
+/* A result the store refused, kept until it takes it. */
+struct unsaved {
+	struct keel_run run;
+	struct keel_run next;
+	int has_next;
+	struct unsaved *link;
+};
+
+struct keel_sched {
+	struct keel_sched_config cfg;
+	char node[128];
+	struct keel_logger *log;
+
+	pthread_mutex_t mu;
+	pthread_cond_t wake; /* the loop waits here (monotonic) */
+	pthread_cond_t idle; /* broadcast when a run ends */
+
+	struct entry **jobs;
+	size_t njobs, capjobs;
+
+	uint64_t gen;
+	struct keel_run *pend; /* queued runs, by (not_before, id) */
+	size_t npend, cappend;
+
+	struct unsaved *unsaved;
+	size_t nunsaved;
+
+	struct keel_pool *pool;
+	struct keel_pipeline *store_pl;
+	pthread_t loop;
+	int started, stopping, loop_running;
+	uint64_t passes;    /* loop passes, for keel_sched_idle_wait */
+	int64_t last_prune; /* monotonic ns */
+	int64_t last_unsaved;
+
+	struct keel_sched_stats st;
+
+	/* metrics (NULL without a registry) */
+	struct keel_family *m_runs, *m_dur, *m_queue, *m_running,
+		*m_panics, *m_store_err;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * MS_PER_S + ts.tv_nsec / NS_PER_MS;
+}
+
+static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
+	KEEL_PRINTF(3, 4);
+static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static char *xstrdup(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+static void jobref_put(struct jobref *r)
+{
+	if (r == NULL || --r->refs > 0)
+		return;
+	keel_job_free(r->job);
+	keel_cron_free(r->cron);
+	keel_tz_free(r->tz);
+	free(r);
+}
+
+/* A private copy of j (through JSON: a job is plain data with one writer
+ * and one reader format) with its schedule and zone loaded. */
+static int jobref_new(const struct keel_job *j, struct jobref **out, char *err,
+		      size_t errlen)
+{
+	struct jobref *r = calloc(1, sizeof(*r));
+	json_t *v;
+	char cerr[KEEL_CRON_ERR_MAX];
+	int rc;
+
+	if (r == NULL)
+		return -ENOMEM;
+	r->refs = 1;
+	v = keel_job_to_json(j);
+	if (v == NULL) {
+		free(r);
+		return -ENOMEM;
+	}
+	rc = keel_job_from_json(v, &r->job, err, errlen);
+	json_decref(v);
+	if (rc == 0)
+		rc = keel_cron_parse(r->job->schedule, &r->cron, cerr,
+				     sizeof(cerr));
+	if (rc == 0 && strcmp(r->job->timezone, "UTC") != 0)
+		rc = keel_tz_load(r->job->timezone, &r->tz);
+	if (rc != 0) {
+		fmt_err(err, errlen, "job '%s': cannot load its schedule",
+			j->name);
+		jobref_put(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+static const struct keel_tz *jobref_tz(const struct jobref *r)
+{
+	return r->tz != NULL ? r->tz : keel_tz_utc();
+}
+
+static struct entry *find(struct keel_sched *s, const char *name)
+{
+	for (size_t i = 0; i < s->njobs; i++)
+		if (strcmp(s->jobs[i]->name, name) == 0)
+			return s->jobs[i];
+	return NULL;
+}
+
+static int64_t entry_next(const struct entry *e)
+{
+	const struct keel_job *j = e->ref->job;
+
+	if (e->paused || !j->enabled)
+		return KEEL_CRON_NEVER;
+	return keel_cron_next(e->ref->cron, jobref_tz(e->ref), e->last_tick);
+}
+
+static void entry_free(struct entry *e)
+{
+	if (e == NULL)
+		return;
+	jobref_put(e->ref);
+	free(e->name);
+	free(e);
+}
+
+static int jobs_add(struct keel_sched *s, struct entry *e)
+{
+	e->gen = ++s->gen;
+	if (s->njobs == s->capjobs) {
+		size_t cap = s->capjobs ? s->capjobs * 2 : 64;
+		struct entry **p = realloc(s->jobs, cap * sizeof(*p));
+
+		if (p == NULL)
+			return -ENOMEM;
+		s->jobs = p;
+		s->capjobs = cap;
+	}
+	s->jobs[s->njobs++] = e;
+	return 0;
+}
+
+/* ---- the store, through retry and breaker ------------------------------- */
+
+struct st_call {
+	int (*fn)(struct keel_store *st, void *a);
+	struct keel_store *st;
+	void *a;
+};
+
+static int st_op(struct keel_exec *x, void *arg)
+{
+	struct st_call *c = arg;
+
+	(void)x;
+	return c->fn(c->st, c->a);
+}
+
+/* Busy and failing databases are worth another try and count against the
+ * breaker; the other answers (no such job, stale run) are the store doing
+ * its job. */
+static int st_transient(const struct keel_outcome *o, void *ud)
+{
+	(void)ud;
+	return o->code == -EBUSY || o->code == -EIO || o->code == -ENOMEM ||
+	       o->panicked;
+}
+
+static int store_do(struct keel_sched *s, int (*fn)(struct keel_store *, void *),
+		    void *a)
+{
+	struct st_call c = { fn, s->cfg.store, a };
+	struct keel_outcome out;
+	int rc;
+
+	rc = keel_pipeline_execute(s->store_pl, st_op, &c, NULL, &out);
+	if (rc != 0 && st_transient(&out, NULL)) {
+		__atomic_add_fetch(&s->st.store_errors, 1, __ATOMIC_RELAXED);
+		if (s->m_store_err != NULL)
+			keel_counter_inc(keel_counter_with(s->m_store_err));
+	}
+	if (rc == KEEL_EBREAKER_OPEN)
+		return -EAGAIN;
+	return rc;
+}
+
+static int store_pipeline_new(struct keel_sched *s)
+{
+	struct keel_retry_config rc;
+	struct keel_breaker_config bc;
+	struct keel_pipeline_config pc;
+	struct keel_policy *retry = NULL, *br = NULL;
+	int err;
+
+	keel_retry_config_init(&rc);
+	rc.name = "keeld.store.retry";
+	rc.max_attempts = 4;
+	rc.backoff.initial = 20 * NS_PER_MS;
+	rc.backoff.max = 500 * NS_PER_MS;
+	rc.retry_if = st_transient;
+	keel_breaker_config_init(&bc);
+	bc.name = "keeld.store";
+	bc.classify = st_transient;
+	bc.consecutive_failures = 3;
+	bc.failure_rate_threshold = 0;
+	bc.open_duration = KEEL_SEC;
+	err = keel_retry_new(&rc, &retry);
+	if (err == 0)
+		err = keel_breaker_new(&bc, &br);
+	if (err == 0) {
+		keel_pipeline_config_init(&pc);
+		pc.name = "keeld.store";
+		pc.owns_policies = 1;
+		pc.keep_order = 1; /* the breaker counts each failed try */
+		keel_pipeline_config_add(&pc, retry);
+		keel_pipeline_config_add(&pc, br);
+		err = keel_pipeline_new(&pc, &s->store_pl);
+	}
+	if (err != 0) {
+		keel_policy_free(retry);
+		keel_policy_free(br);
+	}
+	return err;
+}
+
+static void event(struct keel_sched *s, const char *level, const char *kind,
+		  const char *job, int64_t run_id, const char *fmt, ...)
+	KEEL_PRINTF(6, 7);
+static void event(struct keel_sched *s, const char *level, const char *kind,
+		  const char *job, int64_t run_id, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* Events are a courtesy: a store that cannot take one is already
+	 * being reported by the call that failed. */
+	(void)keel_store_event_add(s->cfg.store, wall_ms(), level, kind, job,
+				   run_id, msg);
+}
+
+/* ---- retries ------------------------------------------------------------ */
+
+/* Fills *next with attempt + 1 of r when j allows it. */
+static int retry_next(const struct keel_job *j, const struct keel_run *r,
+		      int64_t now_ms, struct keel_run *next)
+{
+	struct keel_backoff b;
+	int64_t delay;
+
+	if (r->state != KEEL_RUN_FAILED && r->state != KEEL_RUN_TIMED_OUT &&
+	    r->state != KEEL_RUN_CRASHED)
+		return 0;
+	if (r->attempt >= j->retry.max_attempts)
+		return 0;
+	keel_backoff_init(&b);
+	b.kind = j->retry.backoff;
+	b.initial = j->retry.initial;
+	b.max = j->retry.max;
+	b.jitter = j->retry.jitter ? KEEL_JITTER_FULL : KEEL_JITTER_NONE;
+	delay = keel_backoff_delay(&b, r->attempt, 0, NULL);
+	memset(next, 0, sizeof(*next));
+	next->job = strdup(r->job);
+	if (next->job == NULL)
+		return 0;
+	next->state = KEEL_RUN_QUEUED;
+	next->trigger = KEEL_RUN_RETRY;
+	next->attempt = r->attempt + 1;
+	next->scheduled_at = r->scheduled_at;
+	next->created_at = now_ms;
+	next->not_before = now_ms + delay / NS_PER_MS;
+	next->exit_code = -1;
+	memcpy(next->trace_id, r->trace_id, sizeof(next->trace_id));
+	return 1;
+}
+
+/* ---- the pending queue -------------------------------------------------- */
+
+static int pend_before(const struct keel_run *a, const struct keel_run *b)
+{
+	if (a->not_before != b->not_before)
+		return a->not_before < b->not_before;
+	return a->id < b->id;
+}
+
+/* Takes ownership of r's strings (r is left zeroed). */
+static int pend_add(struct keel_sched *s, struct keel_run *r)
+{
+	struct entry *e;
+	size_t i;
+
+	if (s->npend == s->cappend) {
+		size_t cap = s->cappend ? s->cappend * 2 : 256;
+		struct keel_run *p = realloc(s->pend, cap * sizeof(*p));
+
+		if (p == NULL)
+			return -ENOMEM;
+		s->pend = p;
+		s->cappend = cap;
+	}
+	i = s->npend;
+	while (i > 0 && pend_before(r, &s->pend[i - 1]))
+		i--;
+	memmove(&s->pend[i + 1], &s->pend[i],
+		(s->npend - i) * sizeof(*s->pend));
+	s->pend[i] = *r;
+	memset(r, 0, sizeof(*r));
+	s->npend++;
+	e = find(s, s->pend[i].job);
+	if (e != NULL)
+		e->pending++;
+	return 0;
+}
+
+static void pend_remove(struct keel_sched *s, size_t i, struct keel_run *out)
+{
+	struct entry *e = find(s, s->pend[i].job);
+
+	if (e != NULL)
+		e->pending--;
+	if (out != NULL)
+		*out = s->pend[i];
+	else
+		keel_run_clear(&s->pend[i]);
+	memmove(&s->pend[i], &s->pend[i + 1],
+		(s->npend - i - 1) * sizeof(*s->pend));
+	s->npend--;
+}
+
+static void gauges(struct keel_sched *s)
+{
+	uint64_t running = 0;
+
+	for (size_t i = 0; i < s->njobs; i++)
+		running += (uint64_t)s->jobs[i]->running;
+	s->st.queued = s->npend;
+	s->st.running = running;
+	s->st.jobs = s->njobs;
+	if (s->m_queue != NULL)
+		keel_gauge_set(keel_gauge_with(s->m_queue), (double)s->npend);
+	if (s->m_running != NULL)
+		keel_gauge_set(keel_gauge_with(s->m_running), (double)running);
+}
+
+/* ---- running one attempt ------------------------------------------------ */
+
+struct work {
+	struct keel_sched *s;
+	uint64_t gen; /* of the job's entry */
+	struct keel_run run;
+	struct jobref *ref;
+	struct act *act;
+};
+
+static void act_unlink(struct entry *e, struct act *a)
+{
+	for (struct act **p = &e->acts; *p != NULL; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			return;
+		}
+	}
+}
+
+static void trace_from_run(const struct keel_run *r, struct keel_trace *t)
+{
+	char tp[56];
+
+	memset(t, 0, sizeof(*t));
+	if (strlen(r->trace_id) != 32) {
+		keel_trace_new(t);
+		return;
+	}
+	/* A fresh span under the run's trace: each attempt is a span. */
+	snprintf(tp, sizeof(tp), "00-%s-0000000000000001-01", r->trace_id);
+	if (keel_traceparent_parse(tp, strlen(tp), t) != 0) {
+		keel_trace_new(t);
+		return;
+	}
+	{
+		struct keel_trace parent = *t;
+
+		keel_trace_child(&parent, t);
+	}
+}
+
+static void count_finish(struct keel_sched *s, const struct keel_run *r)
+{
+	const char *lv[2] = { r->job, keel_run_state_name(r->state) };
+	struct keel_counter *c;
+	struct keel_histogram *h;
+
+	if (s->m_runs != NULL) {
+		if (keel_counter_get(s->m_runs, lv, 2, &c) == 0)
+			keel_counter_inc(c);
+	}
+	if (s->m_dur != NULL && r->started_at > 0 &&
+	    keel_histogram_get(s->m_dur, lv, 1, &h) == 0)
+		keel_histogram_observe(
+			h, (double)(r->finished_at - r->started_at) / 1e3);
+}
+
+/* After an attempt, under s->mu: memory catches up with the store. */
+static void attempt_done(struct keel_sched *s, struct work *w,
+			 struct keel_run *next, int has_next)
+{
+	struct entry *e = find(s, w->run.job);
+
+	if (e != NULL && e->gen != w->gen)
+		e = NULL; /* deleted and created again meanwhile */
+	if (e != NULL) {
+		e->running--;
+		if (w->act != NULL)
+			act_unlink(e, w->act);
+	}
+	if (has_next && e != NULL && pend_add(s, next) != 0)
+		keel_log_error(s->log, MOD,
+			       "out of memory: a retry waits for the restart",
+			       KEEL_STR("job", w->run.job));
+	s->st.finished++;
+	gauges(s);
+	pthread_cond_broadcast(&s->idle);
+	pthread_cond_signal(&s->wake);
+}
+
+struct finish_args {
+	const struct keel_run *run;
+	struct keel_run *next;
+};
+
+static int st_finish(struct keel_store *st, void *a)
+{
+	struct finish_args *f = a;
+
+	return keel_store_run_finish(st, f->run, f->next);
+}
+
+struct start_args {
+	int64_t id, at;
+	const char *node;
+};
+
+static int st_start(struct keel_store *st, void *a)
+{
+	struct start_args *sa = a;
+
+	return keel_store_run_start(st, sa->id, sa->at, sa->node);
+}
+
+/* Keeps a result the store refused; the loop writes it later. Takes the
+ * strings of run and next. */
+static void keep_unsaved(struct keel_sched *s, struct keel_run *run,
+			 struct keel_run *next, int has_next)
+{
+	struct unsaved *u = calloc(1, sizeof(*u));
+
+	if (u == NULL) {
+		keel_log_error(s->log, MOD,
+			       "out of memory: a run's result is lost; it "
+			       "will be marked crashed at the next start",
+			       KEEL_STR("job", run->job), KEEL_INT("run_id", run->id));
+		keel_run_clear(run);
+		if (has_next)
+			keel_run_clear(next);
+		return;
+	}
+	u->run = *run;
+	memset(run, 0, sizeof(*run));
+	if (has_next) {
+		u->next = *next;
+		memset(next, 0, sizeof(*next));
+		u->has_next = 1;
+	}
+	u->link = s->unsaved;
+	s->unsaved = u;
+	__atomic_add_fetch(&s->nunsaved, 1, __ATOMIC_RELEASE);
+	s->st.unsaved = s->nunsaved;
+}
+
+static void fill_result(struct keel_run *r, struct keel_exec_result *res)
+{
+	r->state = res->state;
+	r->exit_code = res->exit_code;
+	r->signal = res->signal;
+	r->http_status = res->http_status;
+	free(r->error);
+	r->error = res->error[0] != '\0' ? strdup(res->error) : NULL;
+	free(r->output);
+	r->output = res->output; /* taken */
+	res->output = NULL;
+	res->output_len = 0;
+}
+
+static void run_task(struct keel_task *t, void *arg)
+{
+	struct work *w = arg;
+	struct keel_sched *s = w->s;
+	struct keel_run *r = &w->run;
+	struct keel_exec_req req;
+	struct keel_exec_result res;
+	struct keel_trace tr, old;
+	struct keel_run next;
+	struct start_args sa;
+	struct finish_args fa;
+	char tp[56];
+	int has_next = 0, rc;
+
+	(void)t;
+	memset(&res, 0, sizeof(res));
+	memset(&next, 0, sizeof(next));
+	trace_from_run(r, &tr);
+	keel_trace_set(&tr, &old);
+
+	sa.id = r->id;
+	sa.at = wall_ms();
+	sa.node = s->node;
+	rc = store_do(s, st_start, &sa);
+	if (rc == -ESTALE || rc == -ENOENT) {
+		/* Canceled or deleted while it waited: nothing to run. */
+		pthread_mutex_lock(&s->mu);
+		attempt_done(s, w, NULL, 0);
+		pthread_mutex_unlock(&s->mu);
+		goto out;
+	}
+	if (rc != 0) {
+		/* Still queued in the store: try again later. */
+		keel_log_warn(s->log, MOD, "cannot mark the run started; retrying",
+			      KEEL_STR("job", r->job), KEEL_INT("run_id", r->id),
+			      KEEL_INT("code", rc));
+		pthread_mutex_lock(&s->mu);
+		r->not_before = wall_ms() + s->cfg.store_retry / NS_PER_MS;
+		attempt_done(s, w, r, 1);
+		pthread_mutex_unlock(&s->mu);
+		goto out;
+	}
+	r->state = KEEL_RUN_RUNNING;
+	r->started_at = sa.at;
+	keel_log_info(s->log, MOD, "run started", KEEL_STR("job", r->job),
+		      KEEL_INT("run_id", r->id), KEEL_INT("attempt", r->attempt),
+		      KEEL_STR("trigger", keel_run_trigger_name(r->trigger)));
+
+	keel_traceparent_format(&tr, tp);
+	req.run_id = r->id;
+	req.attempt = r->attempt;
+	req.scheduled_at = r->scheduled_at;
+	req.cancel = &w->act->cancel;
+	req.traceparent = tp;
+	rc = keel_exec_run(s->cfg.exec, w->ref->job, &req, &res);
+	if (rc != 0) {
+		res.state = KEEL_RUN_FAILED;
+		if (res.error[0] == '\0')
+			snprintf(res.error, sizeof(res.error),
+				 "could not start: %s", strerror(-rc));
+	}
+	if (res.panicked) {
+		__atomic_add_fetch(&s->st.panics, 1, __ATOMIC_RELAXED);
+		if (s->m_panics != NULL)
+			keel_counter_inc(keel_counter_with(s->m_panics));
+		event(s, "error", "run.panic", r->job, r->id, "%s", res.error);
+	}
+	r->finished_at = wall_ms();
+	if (r->finished_at < r->started_at)
+		r->finished_at = r->started_at;
+	fill_result(r, &res);
+	keel_exec_result_clear(&res);
+	/* A canceled run is not retried: someone wanted it stopped. */
+	has_next = retry_next(w->ref->job, r, r->finished_at, &next);
+
+	if (r->state == KEEL_RUN_SUCCEEDED)
+		keel_log_info(s->log, MOD, "run finished", KEEL_STR("job", r->job),
+			      KEEL_INT("run_id", r->id),
+			      KEEL_STR("state", keel_run_state_name(r->state)),
+			      KEEL_INT("duration_ms", r->finished_at - r->started_at));
+	else
+		keel_log_warn(s->log, MOD, "run finished", KEEL_STR("job", r->job),
+			      KEEL_INT("run_id", r->id),
+			      KEEL_STR("state", keel_run_state_name(r->state)),
+			      KEEL_INT("duration_ms", r->finished_at - r->started_at),
+			      KEEL_INT("exit_code", r->exit_code),
+			      KEEL_INT("signal", r->signal),
+			      KEEL_STR("error", r->error != NULL ? r->error : ""),
+			      KEEL_BOOL("retry", has_next));
+
+	fa.run = r;
+	fa.next = has_next ? &next : NULL;
+	rc = store_do(s, st_finish, &fa);
+	count_finish(s, r);
+	pthread_mutex_lock(&s->mu);
+	if (rc != 0 && rc != -ESTALE && rc != -ENOENT) {
+		keel_log_error(s->log, MOD,
+			       "cannot store the run's result; kept in memory",
+			       KEEL_STR("job", r->job), KEEL_INT("run_id", r->id),
+			       KEEL_INT("code", rc));
+		keep_unsaved(s, r, &next, has_next);
+		has_next = 0;
+	}
+	attempt_done(s, w, &next, has_next);
+	pthread_mutex_unlock(&s->mu);
+out:
+	keel_trace_set(&old, NULL);
+	keel_run_clear(&next);
+	keel_run_clear(&w->run);
+	pthread_mutex_lock(&s->mu);
+	jobref_put(w->ref);
+	pthread_mutex_unlock(&s->mu);
+	if (w->act != NULL)
+		keel_cancel_destroy(&w->act->cancel);
+	free(w->act);
+	free(w);
+}
+
+/* A queued run dropped by a cancelling pool shutdown: it stays queued in
+ * the store for the next start. */
+static void run_dropped(void *arg)
+{
+	struct work *w = arg;
+	struct keel_sched *s = w->s;
+
+	pthread_mutex_lock(&s->mu);
+	attempt_done(s, w, NULL, 0);
+	jobref_put(w->ref);
+	pthread_mutex_unlock(&s->mu);
+	keel_run_clear(&w->run);
+	if (w->act != NULL)
+		keel_cancel_destroy(&w->act->cancel);
+	free(w->act);
+	free(w);
+}
+
+/* Under s->mu: starts every queued run that may start now. */
+static void dispatch(struct keel_sched *s, int64_t now)
+{
+	size_t i = 0;
+
+	while (i < s->npend && !s->stopping) {
+		struct keel_run *r = &s->pend[i];
+		struct entry *e;
+		struct work *w;
+		struct keel_task_options opt;
+
+		if (r->not_before > now)
+			break; /* sorted: nothing later is due */
+		e = find(s, r->job);
+		if (e == NULL) { /* deleted */
+			pend_remove(s, i, NULL);
+			continue;
+		}
+		if (e->ref->job->concurrency != KEEL_JOB_ALLOW && e->running > 0) {
+			i++; /* one at a time for forbid and replace */
+			continue;
+		}
+		w = calloc(1, sizeof(*w));
+		if (w != NULL)
+			w->act = calloc(1, sizeof(*w->act));
+		if (w == NULL || w->act == NULL) {
+			free(w);
+			break;
+		}
+		w->s = s;
+		w->gen = e->gen;
+		w->ref = e->ref;
+		keel_cancel_init(&w->act->cancel, NULL, NULL);
+		memset(&opt, 0, sizeof(opt));
+		opt.name = e->name;
+		opt.on_drop = run_dropped;
+		pend_remove(s, i, &w->run);
+		w->act->id = w->run.id;
+		e->ref->refs++;
+		e->running++;
+		w->act->next = e->acts;
+		e->acts = w->act;
+		s->st.started++;
+		if (keel_pool_submit(s->pool, run_task, w, &opt) != 0) {
+			/* Full: back in the queue, try on the next pass. */
+			e->running--;
+			act_unlink(e, w->act);
+			e->ref->refs--;
+			s->st.started--;
+			pend_add(s, &w->run);
+			keel_cancel_destroy(&w->act->cancel);
+			free(w->act);
+			free(w);
+			break;
+		}
+	}
+	gauges(s);
+}
+
+/* ---- ticking ------------------------------------------------------------ */
+
+struct batch {
+	struct keel_store_tick *ticks;
+	size_t n, cap;
+	struct entry **who;	/* the entry of each tick */
+	int64_t *next;		/* its next fire after the batch */
+	size_t *missed_dropped; /* missed ticks not recorded */
+};
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		for (size_t k = 0; k < b->ticks[i].n_runs; k++)
+			keel_run_clear(&b->ticks[i].runs[k]);
+		free(b->ticks[i].runs);
+	}
+	free(b->ticks);
+	free(b->who);
+	free(b->next);
+	free(b->missed_dropped);
+	memset(b, 0, sizeof(*b));
+}
+
+static int batch_grow(struct batch *b)
+{
+	size_t cap = b->cap ? b->cap * 2 : 16;
+	struct keel_store_tick *t = realloc(b->ticks, cap * sizeof(*t));
+	struct entry **w;
+	int64_t *nx;
+	size_t *md;
+
+	if (t == NULL)
+		return -ENOMEM;
+	b->ticks = t;
+	w = realloc(b->who, cap * sizeof(*w));
+	if (w == NULL)
+		return -ENOMEM;
+	b->who = w;
+	nx = realloc(b->next, cap * sizeof(*nx));
+	if (nx == NULL)
+		return -ENOMEM;
+	b->next = nx;
+	md = realloc(b->missed_dropped, cap * sizeof(*md));
+	if (md == NULL)
+		return -ENOMEM;
+	b->missed_dropped = md;
+	b->cap = cap;
+	return 0;
+}
+
+static int new_run(struct keel_run *r, const char *job, int64_t tick_s,
+		   int64_t now, enum keel_run_trigger trig,
+		   enum keel_run_state state, const char *error)
+{
+	struct keel_trace t;
+
+	memset(r, 0, sizeof(*r));
+	r->job = strdup(job);
+	r->error = xstrdup(error);
+	if (r->job == NULL || (error != NULL && r->error == NULL)) {
+		keel_run_clear(r);
+		return -ENOMEM;
+	}
+	r->state = state;
+	r->trigger = trig;
+	r->attempt = 1;
+	r->scheduled_at = tick_s * MS_PER_S;
+	r->created_at = now;
+	r->exit_code = -1;
+	if (state == KEEL_RUN_SKIPPED)
+		r->finished_at = now;
+	keel_trace_new(&t);
+	keel_trace_id_hex(&t, r->trace_id);
+	return 0;
+}
+
+/*
+ * The runs of one job's due ticks. Ticks later than `late` are missed and
+ * follow the missed policy (the newest missed_max kept); the others follow
+ * the concurrency policy.
+ */
+static int job_ticks(struct keel_sched *s, struct entry *e, int64_t now,
+		     struct keel_store_tick *tk, int64_t *next_out,
+		     size_t *dropped_out)
+{
+	const struct keel_job *j = e->ref->job;
+	const struct keel_tz *tz = jobref_tz(e->ref);
+	int64_t late_s_edge = (now - s->cfg.late / NS_PER_MS); /* ms */
+	int64_t *missed, *ontime;
+	size_t nmissed = 0, nontime = 0, dropped = 0, enumerated = 0;
+	size_t mcap = (size_t)j->missed_max, n = 0;
+	int64_t t = e->next, last = e->last_tick;
+	int active = e->pending + e->running;
+	int rc = 0;
+
+	missed = malloc(mcap * sizeof(*missed));
+	ontime = malloc(ON_TIME_CAP * sizeof(*ontime));
+	if (missed == NULL || ontime == NULL) {
+		free(missed);
+		free(ontime);
+		return -ENOMEM;
+	}
+	while (t != KEEL_CRON_NEVER && t * MS_PER_S <= now) {
+		if (t * MS_PER_S < late_s_edge) {
+			/* The newest mcap missed ticks, in a ring. */
+			if (nmissed == mcap) {
+				memmove(missed, missed + 1,
+					(mcap - 1) * sizeof(*missed));
+				nmissed--;
+				dropped++;
+			}
+			missed[nmissed++] = t;
+		} else if (nontime < ON_TIME_CAP) {
+			ontime[nontime++] = t;
+		} else {
+			dropped++;
+		}
+		last = t;
+		if (++enumerated >= ENUM_CAP && t * MS_PER_S < late_s_edge) {
+			/* Too far behind to walk: jump to the late edge and
+			 * count what lies between as dropped (unknown). */
+			int64_t jump = late_s_edge / MS_PER_S - 1;
+
+			if (jump > t) {
+				last = jump;
+				dropped++;
+				t = keel_cron_next(e->ref->cron, tz, jump);
+				enumerated = 0;
+				continue;
+			}
+		}
+		t = keel_cron_next(e->ref->cron, tz, t);
+	}
+	*next_out = t;
+	*dropped_out = dropped;
+	tk->job = e->name;
+	tk->last_tick = last;
+	tk->runs = calloc(nmissed + nontime + 1, sizeof(*tk->runs));
+	if (tk->runs == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nmissed && rc == 0; i++) {
+		int run = j->missed == KEEL_JOB_MISSED_ALL ||
+			  (j->missed == KEEL_JOB_MISSED_ONCE &&
+			   i == nmissed - 1);
+
+		rc = new_run(&tk->runs[n], e->name, missed[i], now,
+			     KEEL_RUN_MISSED,
+			     run ? KEEL_RUN_QUEUED : KEEL_RUN_SKIPPED,
+			     run ? NULL
+				 : j->missed == KEEL_JOB_MISSED_SKIP
+					   ? "missed: keeld was not running at "
+					     "this time (missed \"skip\")"
+					   : "missed: folded into a later run "
+					     "(missed \"once\")");
+		if (rc == 0) {
+			n++;
+			active += run;
+		}
+	}
+	for (size_t i = 0; i < nontime && rc == 0; i++) {
+		enum keel_run_state st = KEEL_RUN_QUEUED;
+		const char *why = NULL;
+
+		if (j->concurrency == KEEL_JOB_FORBID && active > 0) {
+			st = KEEL_RUN_SKIPPED;
+			why = "skipped: the previous run is still active "
+			      "(concurrency \"forbid\")";
+		} else if (j->concurrency == KEEL_JOB_REPLACE &&
+			   i + 1 < nontime) {
+			st = KEEL_RUN_SKIPPED;
+			why = "skipped: replaced by a later tick before it "
+			      "started (concurrency \"replace\")";
+		}
+		rc = new_run(&tk->runs[n], e->name, ontime[i], now,
+			     KEEL_RUN_SCHEDULE, st, why);
+		if (rc == 0) {
+			n++;
+			active += st == KEEL_RUN_QUEUED;
+		}
+	}
+out:
+	tk->n_runs = n;
+	free(missed);
+	free(ontime);
+	return rc;
+}
+
+static int st_ticks(struct keel_store *st, void *a)
+{
+	struct batch *b = a;
+
+	return keel_store_ticks(st, b->ticks, b->n);
+}
+
+/* Cancels e's queued and running runs (replace, delete). Under s->mu. */
+static void cancel_active(struct keel_sched *s, struct entry *e,
+			  const char *why)
+{
+	for (struct act *a = e->acts; a != NULL; a = a->next)
+		keel_cancel_cancel(&a->cancel, -ECANCELED);
+	for (size_t i = 0; i < s->npend;) {
+		struct keel_run r;
+		struct finish_args fa;
+
+		if (strcmp(s->pend[i].job, e->name) != 0) {
+			i++;
+			continue;
+		}
+		pend_remove(s, i, &r);
+		r.state = KEEL_RUN_CANCELED;
+		r.finished_at = wall_ms();
+		free(r.error);
+		r.error = strdup(why);
+		fa.run = &r;
+		fa.next = NULL;
+		(void)store_do(s, st_finish, &fa);
+		keel_run_clear(&r);
+	}
+}
+
+/* Under s->mu: materialises every due tick in one transaction. */
+static void tick_pass(struct keel_sched *s, int64_t now)
+{
+	struct batch b;
+	int rc = 0;
+
+	memset(&b, 0, sizeof(b));
+	for (size_t i = 0; i < s->njobs && rc == 0; i++) {
+		struct entry *e = s->jobs[i];
+
+		if (e->next == KEEL_CRON_NEVER || e->next * MS_PER_S > now)
+			continue;
+		if (b.n == b.cap && (rc = batch_grow(&b)) != 0)
+			break;
+		memset(&b.ticks[b.n], 0, sizeof(b.ticks[b.n]));
+		b.who[b.n] = e;
+		rc = job_ticks(s, e, now, &b.ticks[b.n], &b.next[b.n],
+			       &b.missed_dropped[b.n]);
+		b.n++;
+	}
+	if (rc == 0 && b.n > 0)
+		rc = store_do(s, st_ticks, &b);
+	if (rc != 0) {
+		if (b.n > 0)
+			keel_log_error(s->log, MOD,
+				       "cannot store due ticks; retrying",
+				       KEEL_INT("code", rc),
+				       KEEL_STR("store", keel_store_errmsg(
+							       s->cfg.store)));
+		batch_free(&b);
+		return;
+	}
+	for (size_t i = 0; i < b.n; i++) {
+		struct entry *e = b.who[i];
+		struct keel_store_tick *tk = &b.ticks[i];
+		size_t skipped = 0, queued = 0;
+		int replaced = 0;
+
+		e->last_tick = tk->last_tick;
+		e->next = b.next[i];
+		for (size_t k = 0; k < tk->n_runs; k++) {
+			struct keel_run *r = &tk->runs[k];
+
+			if (r->state == KEEL_RUN_SKIPPED) {
+				skipped++;
+				count_finish(s, r);
+				continue;
+			}
+			if (!replaced &&
+			    e->ref->job->concurrency == KEEL_JOB_REPLACE &&
+			    e->pending + e->running > 0) {
+				cancel_active(s, e,
+					      "canceled: replaced by a newer "
+					      "tick (concurrency \"replace\")");
+				replaced = 1;
+			}
+			queued++;
+			if (pend_add(s, r) != 0)
+				keel_log_error(s->log, MOD,
+					       "out of memory: a queued run "
+					       "waits for the restart",
+					       KEEL_STR("job", e->name));
+		}
+		if (b.missed_dropped[i] > 0 ||
+		    (tk->n_runs > 0 && tk->runs[0].trigger == KEEL_RUN_MISSED)) {
+			event(s, "warn", "ticks.missed", e->name, 0,
+			      "%zu ticks missed (%zu not recorded beyond "
+			      "missed_max), policy \"%s\"",
+			      skipped + queued + b.missed_dropped[i],
+			      b.missed_dropped[i],
+			      e->ref->job->missed == KEEL_JOB_MISSED_SKIP ? "skip"
+			      : e->ref->job->missed == KEEL_JOB_MISSED_ONCE
+				      ? "once"
+				      : "all");
+		}
+	}
+	batch_free(&b);
+}
+
+/* ---- results the store refused, history --------------------------------- */
+
+static void flush_unsaved(struct keel_sched *s)
+{
+	struct unsaved **p = &s->unsaved;
+
+	while (*p != NULL) {
+		struct unsaved *u = *p;
+		struct finish_args fa = { &u->run, u->has_next ? &u->next : NULL };
+		int rc = store_do(s, st_finish, &fa);
+
+		if (rc != 0 && rc != -ESTALE && rc != -ENOENT) {
+			p = &u->link;
+			if (rc == -EAGAIN)
+				break; /* breaker open: later */
+			continue;
+		}
+		*p = u->link;
+		__atomic_sub_fetch(&s->nunsaved, 1, __ATOMIC_RELEASE);
+		if (rc == 0 && u->has_next && find(s, u->next.job) != NULL)
+			pend_add(s, &u->next);
+		keel_run_clear(&u->run);
+		keel_run_clear(&u->next);
+		free(u);
+	}
+	s->st.unsaved = s->nunsaved;
+}
+
+static void prune(struct keel_sched *s, int64_t now)
+{
+	for (size_t i = 0; i < s->njobs; i++) {
+		const struct keel_job *j = s->jobs[i]->ref->job;
+		int64_t before = now - (int64_t)j->history.keep_days * 86400 *
+					       MS_PER_S;
+		size_t n = 0;
+
+		if (keel_store_prune(s->cfg.store, j->name, j->history.keep_runs,
+				     before, &n) == 0 && n > 0)
+			keel_log_debug(s->log, MOD, "history pruned",
+				       KEEL_STR("job", j->name),
+				       KEEL_UINT("runs", n));
+	}
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void *loop_main(void *arg)
+{
+	struct keel_sched *s = arg;
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->stopping) {
+		int64_t now = wall_ms(), mono = keel_clock_now(NULL);
+		int64_t wake = now + MS_PER_S; /* ms */
+		struct timespec ts;
+		int64_t wait_ns;
+
+		s->st.loop_at = mono;
+		tick_pass(s, now);
+		if (s->unsaved != NULL &&
+		    mono - s->last_unsaved >= s->cfg.store_retry) {
+			s->last_unsaved = mono;
+			flush_unsaved(s);
+		}
+		dispatch(s, now);
+		s->passes++;
+		pthread_cond_broadcast(&s->idle);
+		if (mono - s->last_prune >= s->cfg.prune_interval) {
+			s->last_prune = mono;
+			prune(s, now);
+		}
+		for (size_t i = 0; i < s->njobs; i++) {
+			int64_t nx = s->jobs[i]->next;
+
+			if (nx != KEEL_CRON_NEVER && nx * MS_PER_S < wake)
+				wake = nx * MS_PER_S;
+		}
+		for (size_t i = 0; i < s->npend; i++) {
+			struct entry *e = find(s, s->pend[i].job);
+
+			/* The first one that could start now. */
+			if (e != NULL && e->ref->job->concurrency != KEEL_JOB_ALLOW &&
+			    e->running > 0)
+				continue;
+			if (s->pend[i].not_before < wake)
+				wake = s->pend[i].not_before;
+			break;
+		}
+		now = wall_ms();
+		if (wake <= now)
+			wake = now + 1; /* a full pool: do not spin */
+		wait_ns = (wake - now) * NS_PER_MS;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)(wait_ns / 1000000000);
+		ts.tv_nsec += (long)(wait_ns % 1000000000);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+void keel_sched_config_init(struct keel_sched_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->workers = 16;
+	cfg->late = 10 * KEEL_SEC;
+	cfg->prune_interval = 60 * KEEL_SEC;
+	cfg->store_retry = KEEL_SEC;
+}
+
+struct recover_ctx {
+	struct keel_sched *s;
+};
+
+static int recover_decide(const struct keel_run *crashed,
+			  struct keel_run *next, void *ud)
+{
+	struct recover_ctx *rc = ud;
+	struct entry *e = find(rc->s, crashed->job);
+
+	keel_log_warn(rc->s->log, MOD,
+		      "run was running when keeld stopped: crashed",
+		      KEEL_STR("job", crashed->job),
+		      KEEL_INT("run_id", crashed->id),
+		      KEEL_INT("attempt", crashed->attempt));
+	if (e == NULL)
+		return 0;
+	return retry_next(e->ref->job, crashed, wall_ms(), next);
+}
+
+static int load(struct keel_sched *s, char *err, size_t errlen)
+{
+	struct keel_store_job *jobs = NULL;
+	struct keel_run *runs = NULL;
+	size_t n = 0, nruns = 0, crashed = 0;
+	struct recover_ctx rctx = { s };
+	int rc;
+
+	rc = keel_store_job_list(s->cfg.store, &jobs, &n);
+	if (rc != 0) {
+		fmt_err(err, errlen, "cannot read the jobs: %s",
+			keel_store_errmsg(s->cfg.store));
+		return rc;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct entry *e = calloc(1, sizeof(*e));
+
+		if (e == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		e->name = strdup(jobs[i].job->name);
+		rc = e->name == NULL ? -ENOMEM
+				     : jobref_new(jobs[i].job, &e->ref, err, errlen);
+		if (rc == 0) {
+			e->paused = jobs[i].paused;
+			e->last_tick = jobs[i].last_tick;
+			e->next = entry_next(e);
+			rc = jobs_add(s, e);
+		}
+		if (rc != 0)
+			entry_free(e);
+	}
+	keel_store_jobs_free(jobs, n);
+	if (rc != 0)
+		return rc;
+
+	rc = keel_store_recover(s->cfg.store, wall_ms(), recover_decide, &rctx,
+				&crashed);
+	if (rc != 0) {
+		fmt_err(err, errlen, "cannot recover runs: %s",
+			keel_store_errmsg(s->cfg.store));
+		return rc;
+	}
+	if (crashed > 0)
+		event(s, "warn", "run.crashed", NULL, 0,
+		      "%zu runs were running when keeld stopped; marked "
+		      "crashed and retried per their policy",
+		      crashed);
+	rc = keel_store_run_active(s->cfg.store, &runs, &nruns);
+	if (rc != 0) {
+		fmt_err(err, errlen, "cannot read queued runs: %s",
+			keel_store_errmsg(s->cfg.store));
+		return rc;
+	}
+	for (size_t i = 0; i < nruns && rc == 0; i++)
+		rc = pend_add(s, &runs[i]);
+	keel_store_runs_free(runs, nruns);
+	return rc;
+}
+
+static int metrics_init(struct keel_sched *s)
+{
+	static const char *const job_state[] = { "job", "state" };
+	static const char *const job[] = { "job" };
+	struct keel_metrics *m = s->cfg.metrics;
+	int rc;
+
+	if (m == NULL)
+		return 0;
+	rc = keel_metrics_counter(m, "keeld_runs_total",
+				  "Runs that reached a final state, by job and state.",
+				  job_state, 2, &s->m_runs);
+	if (rc == 0)
+		rc = keel_metrics_histogram(m, "keeld_run_duration_seconds",
+					    "Run duration from start to end.", job, 1,
+					    NULL, 0, &s->m_dur);
+	if (rc == 0)
+		rc = keel_metrics_gauge(m, "keeld_queue_depth",
+					"Runs queued, retries in backoff included.",
+					NULL, 0, &s->m_queue);
+	if (rc == 0)
+		rc = keel_metrics_gauge(m, "keeld_running", "Runs running now.",
+					NULL, 0, &s->m_running);
+	if (rc == 0)
+		rc = keel_metrics_counter(m, "keeld_panics_recovered_total",
+					  "In-process handlers that panicked or "
+					  "faulted; each failed its run only.",
+					  NULL, 0, &s->m_panics);
+	if (rc == 0)
+		rc = keel_metrics_counter(m, "keeld_store_errors_total",
+					  "Store calls that failed after retries.",
+					  NULL, 0, &s->m_store_err);
+	return rc;
+}
+
+int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
+		   char *err, size_t errlen)
+{
+	struct keel_sched *s;
+	struct keel_pool_config pc;
+	pthread_condattr_t ca;
+	int rc;
+
+	if (cfg == NULL || out == NULL || cfg->store == NULL ||
+	    cfg->exec == NULL || cfg->workers < 1 || cfg->late < 0 ||
+	    cfg->prune_interval <= 0 || cfg->store_retry <= 0) {
+		fmt_err(err, errlen, "invalid scheduler configuration");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->cfg = *cfg;
+	s->log = cfg->log;
+	if (cfg->node != NULL && cfg->node[0] != '\0')
+		snprintf(s->node, sizeof(s->node), "%s", cfg->node);
+	else if (gethostname(s->node, sizeof(s->node) - 1) != 0)
+		snprintf(s->node, sizeof(s->node), "localhost");
+	s->cfg.node = s->node;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->wake, &ca);
+	pthread_cond_init(&s->idle, &ca);
+	pthread_condattr_destroy(&ca);
+	s->st.started_at = wall_ms();
+
+	rc = store_pipeline_new(s);
+	if (rc == 0)
+		rc = metrics_init(s);
+	if (rc != 0) {
+		fmt_err(err, errlen, "cannot set up the scheduler: %s",
+			strerror(-rc));
+		keel_sched_free(s);
+		return rc;
+	}
+	pthread_mutex_lock(&s->mu);
+	rc = load(s, err, errlen);
+	gauges(s);
+	pthread_mutex_unlock(&s->mu);
+	if (rc != 0) {
+		keel_sched_free(s);
+		return rc;
+	}
+	keel_pool_config_init(&pc);
+	pc.name = "keeld-run";
+	pc.min_threads = cfg->workers;
+	pc.queue_size = (size_t)cfg->workers * 4;
+	pc.when_full = KEEL_POOL_REJECT;
+	pc.on_panic = keel_log_task_panic;
+	pc.panic_ud = cfg->log;
+	rc = keel_pool_new(&pc, &s->pool);
+	if (rc != 0) {
+		fmt_err(err, errlen, "cannot start %d workers: %s", cfg->workers,
+			strerror(-rc));
+		keel_sched_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int keel_sched_start(struct keel_sched *s)
+{
+	int rc;
+
+	if (s == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	if (s->started) {
+		pthread_mutex_unlock(&s->mu);
+		return -EALREADY;
+	}
+	__atomic_store_n(&s->started, 1, __ATOMIC_RELEASE);
+	s->last_prune = keel_clock_now(NULL);
+	rc = pthread_create(&s->loop, NULL, loop_main, s);
+	if (rc == 0)
+		s->loop_running = 1;
+	else
+		s->started = 0;
+	pthread_mutex_unlock(&s->mu);
+	if (rc != 0)
+		return -EAGAIN;
+	event(s, "info", "keeld.started", NULL, 0, "scheduler started on %s",
+	      s->node);
+	return 0;
+}
+
+int keel_sched_stop(struct keel_sched *s, int64_t timeout)
+{
+	int rc = 0, join;
+
+	if (s == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+	join = s->loop_running;
+	s->loop_running = 0;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	if (join)
+		pthread_join(s->loop, NULL);
+	if (s->pool == NULL)
+		return 0;
+	/* Queued work stays in the store; running attempts get timeout. */
+	if (keel_pool_shutdown(s->pool, KEEL_POOL_DRAIN, timeout > 0 ? timeout : 1) ==
+	    -ETIMEDOUT) {
+		rc = -ETIMEDOUT;
+		pthread_mutex_lock(&s->mu);
+		for (size_t i = 0; i < s->njobs; i++)
+			for (struct act *a = s->jobs[i]->acts; a != NULL; a = a->next)
+				keel_cancel_cancel(&a->cancel, -ECANCELED);
+		pthread_mutex_unlock(&s->mu);
+		keel_pool_shutdown(s->pool, KEEL_POOL_CANCEL, 0);
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->unsaved != NULL)
+		flush_unsaved(s);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void keel_sched_free(struct keel_sched *s)
+{
+	if (s == NULL)
+		return;
+	keel_sched_stop(s, 0);
+	keel_pool_free(s->pool);
+	for (size_t i = 0; i < s->njobs; i++)
+		entry_free(s->jobs[i]);
+	free(s->jobs);
+	for (size_t i = 0; i < s->npend; i++)
+		keel_run_clear(&s->pend[i]);
+	free(s->pend);
+	while (s->unsaved != NULL) {
+		struct unsaved *u = s->unsaved;
+
+		s->unsaved = u->link;
+		keel_log_error(s->log, MOD,
+			       "a run's result was never stored; it will be "
+			       "marked crashed at the next start",
+			       KEEL_STR("job", u->run.job),
+			       KEEL_INT("run_id", u->run.id));
+		keel_run_clear(&u->run);
+		keel_run_clear(&u->next);
+		free(u);
+	}
+	keel_pipeline_free(s->store_pl);
+	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+int keel_sched_ready(struct keel_sched *s)
+{
+	return s != NULL && __atomic_load_n(&s->started, __ATOMIC_ACQUIRE) &&
+	       !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE) &&
+	       __atomic_load_n(&s->nunsaved, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* ---- API operations ----------------------------------------------------- */
+
+struct put_args {
+	const struct keel_job *j;
+	int64_t now_s;
+	enum keel_store_put res;
+};
+
+static int st_put(struct keel_store *st, void *a)
+{
+	struct put_args *p = a;
+
+	return keel_store_job_put(st, p->j, p->now_s, &p->res);
+}
+
+int keel_sched_job_put(struct keel_sched *s, const struct keel_job *j,
+		       enum keel_store_put *result, char *err, size_t errlen)
+{
+	struct put_args pa;
+	struct keel_store_job sj;
+	struct jobref *ref = NULL;
+	struct entry *e;
+	int rc;
+
+	if (s == NULL || j == NULL)
+		return -EINVAL;
+	if (j->type == KEEL_JOB_HANDLER &&
+	    !keel_exec_handler_exists(s->cfg.exec, j->handler.name)) {
+		fmt_err(err, errlen,
+			"executor.name: no handler '%s' is registered in this "
+			"keeld", j->handler.name);
+		return -EINVAL;
+	}
+	rc = jobref_new(j, &ref, err, errlen);
+	if (rc != 0)
+		return rc;
+	pa.j = j;
+	pa.now_s = wall_ms() / MS_PER_S;
+	pthread_mutex_lock(&s->mu);
+	rc = store_do(s, st_put, &pa);
+	if (rc == 0 && pa.res != KEEL_STORE_UNCHANGED)
+		rc = keel_store_job_get(s->cfg.store, j->name, &sj);
+	if (rc != 0) {
+		pthread_mutex_unlock(&s->mu);
+		jobref_put(ref);
+		fmt_err(err, errlen, "the store refused the job: %s",
+			keel_store_errmsg(s->cfg.store));
+		return rc;
+	}
+	if (pa.res != KEEL_STORE_UNCHANGED) {
+		e = find(s, j->name);
+		if (e == NULL) {
+			e = calloc(1, sizeof(*e));
+			if (e == NULL || (e->name = strdup(j->name)) == NULL ||
+			    jobs_add(s, e) != 0) {
+				if (e != NULL)
+					free(e->name);
+				free(e);
+				e = NULL;
+				rc = -ENOMEM;
+			}
+		}
+		if (e != NULL) {
+			jobref_put(e->ref);
+			e->ref = ref;
+			ref = NULL;
+			e->paused = sj.paused;
+			e->last_tick = sj.last_tick;
+			e->next = entry_next(e);
+		}
+		keel_store_job_clear(&sj);
+		pthread_cond_signal(&s->wake);
+	}
+	gauges(s);
+	pthread_mutex_unlock(&s->mu);
+	jobref_put(ref);
+	if (rc == 0) {
+		event(s, "info",
+		      pa.res == KEEL_STORE_CREATED    ? "job.created"
+		      : pa.res == KEEL_STORE_REPLACED ? "job.replaced"
+						      : "job.unchanged",
+		      j->name, 0, "job %s", j->name);
+		if (result != NULL)
+			*result = pa.res;
+	}
+	return rc;
+}
+
+static int st_delete(struct keel_store *st, void *a)
+{
+	return keel_store_job_delete(st, a);
+}
+
+int keel_sched_job_delete(struct keel_sched *s, const char *name)
+{
+	struct entry *e;
+	int rc;
+
+	if (s == NULL || name == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	e = find(s, name);
+	if (e != NULL)
+		cancel_active(s, e, "canceled: the job was deleted");
+	rc = store_do(s, st_delete, (void *)name);
+	if (rc == 0 && e != NULL) {
+		for (size_t i = 0; i < s->njobs; i++) {
+			if (s->jobs[i] == e) {
+				s->jobs[i] = s->jobs[--s->njobs];
+				break;
+			}
+		}
+		/* Running attempts hold their own reference to the job and
+		 * find no entry when they end. */
+		entry_free(e);
+	}
+	gauges(s);
+	pthread_mutex_unlock(&s->mu);
+	if (rc == 0)
+		event(s, "info", "job.deleted", name, 0, "job %s deleted", name);
+	return rc;
+}
+
+struct pause_args {
+	const char *name;
+	int paused;
+	int64_t now_s;
+};
+
+static int st_pause(struct keel_store *st, void *a)
+{
+	struct pause_args *p = a;
+
+	return keel_store_job_pause(st, p->name, p->paused, p->now_s);
+}
+
+int keel_sched_job_pause(struct keel_sched *s, const char *name, int paused)
+{
+	struct pause_args pa = { name, paused != 0, wall_ms() / MS_PER_S };
+	struct entry *e;
+	int rc;
+
+	if (s == NULL || name == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	rc = store_do(s, st_pause, &pa);
+	e = find(s, name);
+	if (rc == 0 && e != NULL) {
+		e->paused = pa.paused;
+		if (!pa.paused)
+			e->last_tick = pa.now_s;
+		e->next = entry_next(e);
+		pthread_cond_signal(&s->wake);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (rc == 0)
+		event(s, "info", paused ? "job.paused" : "job.resumed", name, 0,
+		      "job %s %s", name, paused ? "paused" : "resumed");
+	return rc;
+}
+
+static int st_insert(struct keel_store *st, void *a)
+{
+	return keel_store_run_insert(st, a);
+}
+
+int keel_sched_run_now(struct keel_sched *s, const char *name,
+		       struct keel_run *out)
+{
+	struct keel_run r;
+	struct entry *e;
+	int64_t now = wall_ms();
+	int rc;
+
+	if (s == NULL || name == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	e = find(s, name);
+	if (e == NULL) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENOENT;
+	}
+	rc = new_run(&r, name, now / MS_PER_S, now, KEEL_RUN_MANUAL,
+		     KEEL_RUN_QUEUED, NULL);
+	if (rc == 0) {
+		r.scheduled_at = now;
+		rc = store_do(s, st_insert, &r);
+	}
+	if (rc == 0 && out != NULL) {
+		*out = r;
+		out->job = strdup(r.job);
+		out->error = NULL;
+		out->output = NULL;
+		out->node = NULL;
+		if (out->job == NULL)
+			rc = -ENOMEM;
+	}
+	if (rc == 0) {
+		pend_add(s, &r);
+		pthread_cond_signal(&s->wake);
+	}
+	keel_run_clear(&r);
+	gauges(s);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int keel_sched_run_cancel(struct keel_sched *s, int64_t id)
+{
+	struct keel_run r;
+	int rc;
+
+	if (s == NULL || id <= 0)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->npend; i++) {
+		struct finish_args fa;
+
+		if (s->pend[i].id != id)
+			continue;
+		pend_remove(s, i, &r);
+		r.state = KEEL_RUN_CANCELED;
+		r.finished_at = wall_ms();
+		free(r.error);
+		r.error = strdup("canceled through the API");
+		fa.run = &r;
+		fa.next = NULL;
+		rc = store_do(s, st_finish, &fa);
+		keel_run_clear(&r);
+		gauges(s);
+		pthread_cond_broadcast(&s->idle);
+		pthread_mutex_unlock(&s->mu);
+		return rc;
+	}
+	for (size_t i = 0; i < s->njobs; i++) {
+		for (struct act *a = s->jobs[i]->acts; a != NULL; a = a->next) {
+			if (a->id == id) {
+				keel_cancel_cancel(&a->cancel, -ECANCELED);
+				pthread_mutex_unlock(&s->mu);
+				return 0;
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	rc = keel_store_run_get(s->cfg.store, id, &r);
+	if (rc != 0)
+		return rc;
+	rc = keel_run_state_final(r.state) ? -EALREADY : -EAGAIN;
+	keel_run_clear(&r);
+	return rc;
+}
+
+int keel_sched_job_state(struct keel_sched *s, const char *name,
+			 int64_t *next_s, int *active)
+{
+	struct entry *e;
+
+	if (s == NULL || name == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	e = find(s, name);
+	if (e != NULL) {
+		if (next_s != NULL)
+			*next_s = e->next;
+		if (active != NULL)
+			*active = e->pending + e->running;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return e != NULL ? 0 : -ENOENT;
+}
+
+void keel_sched_stats(struct keel_sched *s, struct keel_sched_stats *out)
+{
+	if (s == NULL || out == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	gauges(s);
+	*out = s->st;
+	out->panics = __atomic_load_n(&s->st.panics, __ATOMIC_RELAXED);
+	out->store_errors = __atomic_load_n(&s->st.store_errors, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&s->mu);
+}
+
+const char *keel_sched_node(struct keel_sched *s)
+{
+	return s != NULL ? s->node : NULL;
+}
+
+int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout)
+{
+	int64_t end = keel_clock_now(NULL) + timeout;
+	uint64_t pass0;
+	int rc = 0;
+
+	if (s == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	/* The loop must have looked at the clock since the call: what was
+	 * due by then has been ticked. Two passes: one may have been under
+	 * way when we came. */
+	pass0 = s->passes;
+	for (;;) {
+		uint64_t running = 0;
+		struct timespec ts;
+		int64_t left;
+
+		for (size_t i = 0; i < s->njobs; i++)
+			running += (uint64_t)s->jobs[i]->running;
+		if (s->npend == 0 && running == 0 &&
+		    (s->passes >= pass0 + 2 || !s->loop_running))
+			break;
+		left = end - keel_clock_now(NULL);
+		if (left <= 0) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (left > 50 * NS_PER_MS)
+			left = 50 * NS_PER_MS; /* runs of deleted jobs */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)(left / 1000000000);
+		ts.tv_nsec += (long)(left % 1000000000);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->idle, &s->mu, &ts);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}

@@ -1,0 +1,569 @@
+/*
+ * tests/sched/test_sched.c - the scheduler (keel/sched.h) on a real SQLite
+ * store with in-process handlers: ticks become runs exactly once, retries
+ * follow the job's policy, a panicking handler fails its run only, the
+ * concurrency policies (forbid, replace, allow), the missed-tick policies
+ * (skip, once, all, bounded by missed_max), recovery of runs left running
+ * by a dead keeld, run now, cancel, pause, resume, delete, and a restart
+ * over the same store that creates no tick twice.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <keel/cancel.h>
+#include <keel/clock.h>
+#include <keel/exec.h>
+#include <keel/job.h>
+#include <keel/log.h>
+#include <keel/panic.h>
+#include <keel/sched.h>
+#include <keel/store.h>
+#include "keel_test.h"
+
+#define SEC KEEL_SEC
+
+struct env {
+	char dir[128];
+	struct keel_store *st;
+	struct keel_executor *ex;
+	struct keel_sched *s;
+	struct keel_logger *log;
+};
+
+static int calls_ok;
+
+static int h_ok(struct keel_exec_call *call, void *ud)
+{
+	(void)call;
+	(void)ud;
+	__atomic_add_fetch(&calls_ok, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int h_fail(struct keel_exec_call *call, void *ud)
+{
+	(void)ud;
+	snprintf(call->error, call->errlen, "failed attempt %d", call->attempt);
+	return 1;
+}
+
+static int h_panic(struct keel_exec_call *call, void *ud)
+{
+	(void)call;
+	(void)ud;
+	keel_panic("handler exploded");
+}
+
+/* Runs until canceled or 3 s pass. */
+static int h_slow(struct keel_exec_call *call, void *ud)
+{
+	int64_t end = keel_clock_now(NULL) + 3 * SEC;
+
+	(void)ud;
+	while (keel_clock_now(NULL) < end) {
+		if (keel_cancel_err(call->cancel) != 0)
+			return 1;
+		usleep(5000);
+	}
+	return 0;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag,
+		  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void env_open(struct env *e)
+{
+	struct keel_exec_config ec;
+	struct keel_log_config lc;
+	char err[512];
+
+	keel_log_config_init(&lc);
+	lc.level = KEEL_LOG_OFF;
+	CHECK_INT(keel_log_new(&lc, &e->log), ==, 0);
+	keel_exec_config_init(&ec);
+	ec.log = e->log;
+	CHECK_INT(keel_exec_new(&ec, &e->ex), ==, 0);
+	CHECK_INT(keel_exec_handler_register(e->ex, "ok", h_ok, NULL), ==, 0);
+	CHECK_INT(keel_exec_handler_register(e->ex, "fail", h_fail, NULL), ==, 0);
+	CHECK_INT(keel_exec_handler_register(e->ex, "panic", h_panic, NULL), ==, 0);
+	CHECK_INT(keel_exec_handler_register(e->ex, "slow", h_slow, NULL), ==, 0);
+	if (keel_store_sqlite_open(e->dir, NULL, &e->st, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("store: %s", err);
+}
+
+static void sched_open(struct env *e)
+{
+	struct keel_sched_config sc;
+	char err[512];
+
+	keel_sched_config_init(&sc);
+	sc.store = e->st;
+	sc.exec = e->ex;
+	sc.log = e->log;
+	sc.node = "test-node";
+	sc.workers = 4;
+	if (keel_sched_new(&sc, &e->s, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("sched: %s", err);
+}
+
+static void env_new(struct env *e)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf(e->dir, sizeof(e->dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e->dir) != NULL);
+	env_open(e);
+	sched_open(e);
+}
+
+static void env_close(struct env *e, int remove_dir)
+{
+	keel_sched_free(e->s);
+	e->s = NULL;
+	keel_store_close(e->st);
+	e->st = NULL;
+	keel_exec_free(e->ex);
+	e->ex = NULL;
+	keel_log_free(e->log);
+	e->log = NULL;
+	if (remove_dir)
+		nftw(e->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct keel_job *job(const char *text)
+{
+	json_error_t je;
+	json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+	struct keel_job *j = NULL;
+	char err[KEEL_JOB_ERR_MAX];
+
+	if (v == NULL)
+		KEEL_TEST_FAIL("bad test JSON: %s", je.text);
+	if (keel_job_from_json(v, &j, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("bad test job: %s", err);
+	json_decref(v);
+	return j;
+}
+
+static void put(struct env *e, const char *text)
+{
+	struct keel_job *j = job(text);
+	char err[512];
+
+	if (keel_sched_job_put(e->s, j, NULL, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("put: %s", err);
+	keel_job_free(j);
+}
+
+/* Every run of a job, oldest first. */
+static size_t runs_of(struct env *e, const char *name, struct keel_run **out)
+{
+	struct keel_store_run_query q;
+	struct keel_run *r = NULL;
+	size_t n = 0;
+
+	memset(&q, 0, sizeof(q));
+	q.job = name;
+	q.limit = 1000;
+	q.state = -1;
+	q.with_output = 1;
+	CHECK_INT(keel_store_run_list(e->st, &q, &r, &n), ==, 0);
+	for (size_t i = 0; i < n / 2; i++) {
+		struct keel_run t = r[i];
+
+		r[i] = r[n - 1 - i];
+		r[n - 1 - i] = t;
+	}
+	*out = r;
+	return n;
+}
+
+static size_t count_state(struct keel_run *r, size_t n, enum keel_run_state s)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		c += r[i].state == s;
+	return c;
+}
+
+/* Waits until the job has at least n final runs. */
+static void wait_final(struct env *e, const char *name, size_t n,
+		       int64_t timeout)
+{
+	int64_t end = keel_clock_now(NULL) + timeout;
+
+	for (;;) {
+		struct keel_run *r;
+		size_t k = runs_of(e, name, &r), fin = 0;
+
+		for (size_t i = 0; i < k; i++)
+			fin += keel_run_state_final(r[i].state);
+		keel_store_runs_free(r, k);
+		if (fin >= n)
+			return;
+		if (keel_clock_now(NULL) > end)
+			KEEL_TEST_FAIL("job %s: %zu of %zu runs final", name, fin, n);
+		usleep(20000);
+	}
+}
+
+TEST(every_second_ticks_once_each)
+{
+	struct env e;
+	struct keel_run *r;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"tick\",\"schedule\":\"@every 1s\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "tick", 3, 10 * SEC);
+	CHECK_INT(keel_sched_stop(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "tick", &r);
+	CHECK(n >= 3);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_STR(keel_run_state_name(r[i].state), "succeeded");
+		CHECK_INT(r[i].attempt, ==, 1);
+		CHECK_STR(keel_run_trigger_name(r[i].trigger), "schedule");
+		CHECK_INT(strlen(r[i].trace_id), ==, 32);
+		CHECK_STR(r[i].node, "test-node");
+		CHECK(r[i].started_at >= r[i].scheduled_at);
+		CHECK(r[i].finished_at >= r[i].started_at);
+		if (i > 0) /* one second apart, none twice */
+			CHECK_INT(r[i].scheduled_at - r[i - 1].scheduled_at, ==, 1000);
+	}
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(failed_run_retried_per_policy)
+{
+	struct env e;
+	struct keel_run *r, *rn;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"f\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"fail\"},"
+		"\"retry\":{\"max_attempts\":3,\"backoff\":\"constant\","
+		"\"initial\":\"50ms\",\"max\":\"50ms\",\"jitter\":false}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	rn = calloc(1, sizeof(*rn));
+	CHECK_INT(keel_sched_run_now(e.s, "f", rn), ==, 0);
+	CHECK_STR(keel_run_trigger_name(rn->trigger), "manual");
+	wait_final(&e, "f", 3, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "f", &r);
+	CHECK_INT(n, ==, 3);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_STR(keel_run_state_name(r[i].state), "failed");
+		CHECK_INT(r[i].attempt, ==, (int)i + 1);
+		CHECK_STR(r[i].trace_id, rn->trace_id); /* one trace */
+		CHECK_INT(r[i].scheduled_at, ==, rn->scheduled_at);
+		CHECK(r[i].error != NULL);
+	}
+	CHECK_STR(r[2].error, "failed attempt 3");
+	CHECK_STR(keel_run_trigger_name(r[1].trigger), "retry");
+	CHECK(r[1].started_at - r[0].finished_at >= 50);
+	keel_store_runs_free(r, n);
+	keel_run_free(rn);
+	env_close(&e, 1);
+}
+
+TEST(panicking_handler_fails_its_run_only)
+{
+	struct env e;
+	struct keel_run *r;
+	struct keel_sched_stats st;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"p\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"panic\"}}");
+	put(&e, "{\"name\":\"o\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	for (int i = 0; i < 5; i++) {
+		CHECK_INT(keel_sched_run_now(e.s, "p", NULL), ==, 0);
+		CHECK_INT(keel_sched_run_now(e.s, "o", NULL), ==, 0);
+	}
+	wait_final(&e, "p", 5, 10 * SEC);
+	wait_final(&e, "o", 5, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "p", &r);
+	CHECK_INT(count_state(r, n, KEEL_RUN_FAILED), ==, 5);
+	CHECK_CONTAINS(r[0].error, "handler exploded");
+	keel_store_runs_free(r, n);
+	n = runs_of(&e, "o", &r);
+	CHECK_INT(count_state(r, n, KEEL_RUN_SUCCEEDED), ==, 5);
+	keel_store_runs_free(r, n);
+	keel_sched_stats(e.s, &st);
+	CHECK_INT(st.panics, ==, 5);
+	env_close(&e, 1);
+}
+
+TEST(forbid_skips_ticks_while_running)
+{
+	struct env e;
+	struct keel_run *r;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"s\",\"schedule\":\"@every 1s\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"slow\"},"
+		"\"concurrency\":\"forbid\"}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "s", 3, 15 * SEC); /* first run 3 s: >= 2 skipped */
+	keel_sched_stop(e.s, 5 * SEC);
+	n = runs_of(&e, "s", &r);
+	CHECK(count_state(r, n, KEEL_RUN_SKIPPED) >= 2);
+	for (size_t i = 0; i < n; i++)
+		if (r[i].state == KEEL_RUN_SKIPPED)
+			CHECK_CONTAINS(r[i].error, "forbid");
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(replace_cancels_the_running_one)
+{
+	struct env e;
+	struct keel_run *r;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"r\",\"schedule\":\"@every 1s\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"slow\"},"
+		"\"concurrency\":\"replace\"}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "r", 2, 15 * SEC);
+	keel_sched_stop(e.s, 5 * SEC);
+	n = runs_of(&e, "r", &r);
+	CHECK(count_state(r, n, KEEL_RUN_CANCELED) >= 1);
+	CHECK_INT(count_state(r, n, KEEL_RUN_SKIPPED), ==, 0);
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+/* A job whose last_tick is `ago` seconds in the past, as if keeld had been
+ * down that long. */
+static void put_old(struct env *e, const char *text, int64_t ago)
+{
+	struct keel_job *j = job(text);
+
+	CHECK_INT(keel_store_job_put(e->st, j, time(NULL) - ago, NULL), ==, 0);
+	keel_job_free(j);
+}
+
+static void missed_case(const char *policy, int missed_max, size_t want_rows,
+			size_t want_queued)
+{
+	struct env e;
+	struct keel_run *r;
+	char text[512];
+	size_t n;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	env_open(&e);
+	snprintf(text, sizeof(text),
+		 "{\"name\":\"m\",\"schedule\":\"@every 10s\",\"missed\":\"%s\","
+		 "\"missed_max\":%d,"
+		 "\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}",
+		 policy, missed_max);
+	/* @every runs on multiples of the interval from the epoch: with
+	 * last_tick 100 s before the latest multiple of 10, ten ticks are
+	 * owed, of which the newest (2-7 s old) is on time and nine are
+	 * missed (late by more than the default 10 s). */
+	while (time(NULL) % 10 < 2 || time(NULL) % 10 > 7)
+		usleep(100000);
+	put_old(&e, text, time(NULL) - (time(NULL) / 10 * 10 - 100));
+	sched_open(&e);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "m", want_rows + 1, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "m", &r);
+	{
+		size_t missed = 0, queued = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (r[i].trigger != KEEL_RUN_MISSED)
+				continue;
+			missed++;
+			queued += r[i].state == KEEL_RUN_SUCCEEDED;
+		}
+		CHECK_INT(missed, ==, want_rows);
+		CHECK_INT(queued, ==, want_queued);
+	}
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(missed_skip_records_each_tick)
+{
+	missed_case("skip", 100, 9, 0);
+}
+
+TEST(missed_once_runs_the_newest)
+{
+	missed_case("once", 100, 9, 1);
+}
+
+TEST(missed_all_runs_each_bounded)
+{
+	missed_case("all", 100, 9, 9);
+	missed_case("all", 4, 4, 4);
+}
+
+TEST(restart_recovers_running_runs_and_ticks_once)
+{
+	struct env e;
+	struct keel_run *r, run;
+	size_t n;
+	int64_t id;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	env_open(&e);
+	put_old(&e,
+		"{\"name\":\"c\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
+		"\"retry\":{\"max_attempts\":2,\"initial\":\"10ms\"}}",
+		0);
+	/* A run left running by a keeld that died. */
+	memset(&run, 0, sizeof(run));
+	run.job = strdup("c");
+	run.state = KEEL_RUN_QUEUED;
+	run.trigger = KEEL_RUN_MANUAL;
+	run.attempt = 1;
+	run.scheduled_at = run.created_at = (int64_t)time(NULL) * 1000;
+	run.exit_code = -1;
+	CHECK_INT(keel_store_run_insert(e.st, &run), ==, 0);
+	id = run.id;
+	CHECK_INT(keel_store_run_start(e.st, id, run.created_at, "dead"), ==, 0);
+	keel_run_clear(&run);
+	sched_open(&e);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "c", 2, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "c", &r);
+	CHECK_INT(n, ==, 2);
+	CHECK_INT(r[0].id, ==, id);
+	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
+	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
+	CHECK_INT(r[1].attempt, ==, 2);
+	keel_store_runs_free(r, n);
+	keel_sched_free(e.s);
+	e.s = NULL;
+
+	/* Ticks: stop and start again over the same store: no tick twice. */
+	sched_open(&e);
+	put(&e, "{\"name\":\"t\",\"schedule\":\"@every 1s\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "t", 2, 10 * SEC);
+	keel_sched_free(e.s);
+	e.s = NULL;
+	sched_open(&e);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	n = runs_of(&e, "t", &r);
+	keel_store_runs_free(r, n);
+	wait_final(&e, "t", n + 2, 10 * SEC);
+	keel_sched_stop(e.s, 5 * SEC);
+	n = runs_of(&e, "t", &r);
+	for (size_t i = 1; i < n; i++)
+		CHECK_INT(r[i].scheduled_at - r[i - 1].scheduled_at, ==, 1000);
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(pause_resume_cancel_delete)
+{
+	struct env e;
+	struct keel_run *r, now;
+	int64_t next;
+	int active;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"x\",\"schedule\":\"*/1 * * * * *\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"slow\"},"
+		"\"concurrency\":\"allow\"}");
+	CHECK_INT(keel_sched_job_state(e.s, "x", &next, &active), ==, 0);
+	CHECK(next > 0);
+	CHECK_INT(keel_sched_job_pause(e.s, "x", 1), ==, 0);
+	CHECK_INT(keel_sched_job_state(e.s, "x", &next, &active), ==, 0);
+	CHECK(next == INT64_MIN); /* KEEL_CRON_NEVER */
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	usleep(1500000);
+	n = runs_of(&e, "x", &r);
+	CHECK_INT(n, ==, 0); /* paused: nothing ticked */
+	keel_store_runs_free(r, n);
+
+	/* Run now works while paused; cancel it while it runs. */
+	memset(&now, 0, sizeof(now));
+	CHECK_INT(keel_sched_run_now(e.s, "x", &now), ==, 0);
+	for (int i = 0; i < 200; i++) {
+		struct keel_run g;
+
+		CHECK_INT(keel_store_run_get(e.st, now.id, &g), ==, 0);
+		active = g.state == KEEL_RUN_RUNNING;
+		keel_run_clear(&g);
+		if (active)
+			break;
+		usleep(10000);
+	}
+	CHECK_INT(keel_sched_run_cancel(e.s, now.id), ==, 0);
+	wait_final(&e, "x", 1, 5 * SEC);
+	n = runs_of(&e, "x", &r);
+	CHECK_STR(keel_run_state_name(r[0].state), "canceled");
+	keel_store_runs_free(r, n);
+	CHECK_INT(keel_sched_run_cancel(e.s, now.id), ==, -EALREADY);
+	keel_run_clear(&now);
+
+	CHECK_INT(keel_sched_job_pause(e.s, "x", 0), ==, 0);
+	wait_final(&e, "x", 1, 5 * SEC);
+	usleep(1500000); /* resumed: ticks again */
+	n = runs_of(&e, "x", &r);
+	CHECK(n >= 2);
+	keel_store_runs_free(r, n);
+	CHECK_INT(keel_sched_job_delete(e.s, "x"), ==, 0);
+	CHECK_INT(keel_sched_job_delete(e.s, "x"), ==, -ENOENT);
+	CHECK_INT(keel_sched_run_now(e.s, "x", NULL), ==, -ENOENT);
+	CHECK_INT(keel_sched_idle_wait(e.s, 10 * SEC), ==, 0);
+	n = runs_of(&e, "x", &r);
+	CHECK_INT(n, ==, 0);
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(unknown_handler_refused)
+{
+	struct env e;
+	struct keel_job *j;
+	char err[512] = "";
+
+	env_new(&e);
+	j = job("{\"name\":\"u\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"nope\"}}");
+	CHECK_INT(keel_sched_job_put(e.s, j, NULL, err, sizeof(err)), ==, -EINVAL);
+	CHECK_CONTAINS(err, "nope");
+	keel_job_free(j);
+	CHECK_INT(keel_sched_job_state(e.s, "u", NULL, NULL), ==, -ENOENT);
+	env_close(&e, 1);
+}

@@ -1,0 +1,1739 @@
+/* KEEL_TEST_LABELS: threads */
+/*
+ * tests/sched/test_store.c - keeld's SQLite store (keel/store.h,
+ * src/sched/store_sqlite.c), each case on a data directory of its own,
+ * removed at the end.
+ *
+ * What a user (keeld, the API, an operator) can see: the files and WAL
+ * mode (checked with a connection of SQLite's own), the directory lock
+ * against a second keeld in this process and in another one, and its
+ * release when that keeld is killed; data surviving a reopen; the rules
+ * of job put / delete / pause / resume; tick batches that are all or
+ * nothing; the run state machine (-ESTALE), finish + retry and recover
+ * written atomically; lists, paging, counts, prune, events and their
+ * trimming; schema versions (a newer database refused, a new step applied
+ * in its transaction, a failing step leaving the database as it was); a
+ * corrupt job definition as -EIO, not a crash; invalid UTF-8 cleaned; a
+ * writer killed mid-way leaving a consistent database; four threads
+ * starting and finishing runs while a reader lists them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include <keel/job.h>
+#include <keel/run.h>
+#include <keel/store.h>
+#include "keel_test.h"
+
+#include "../../src/sched/store_internal.h"
+
+/* ------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------ */
+
+static char base[256]; /* the case's temp dir */
+static char data[300]; /* base/data: the store's dir, made by open */
+
+static void tmp_setup(void)
+{
+	const char *t = getenv("TMPDIR");
+
+	snprintf(base, sizeof(base), "%s/keel-store-XXXXXX",
+		 t != NULL && t[0] != '\0' ? t : "/tmp");
+	CHECK(mkdtemp(base) != NULL);
+	snprintf(data, sizeof(data), "%s/data", base);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+		  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void tmp_cleanup(void)
+{
+	CHECK_INT(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS), ==, 0);
+}
+
+static struct keel_store *open_ok(void)
+{
+	char err[512] = "";
+	struct keel_store *st = NULL;
+	int rc = keel_store_sqlite_open(data, NULL, &st, err, sizeof(err));
+
+	if (rc != 0)
+		KEEL_TEST_FAIL("open: %d: %s", rc, err);
+	CHECK(st != NULL);
+	return st;
+}
+
+static struct keel_job *job_json(const char *text)
+{
+	char err[KEEL_JOB_ERR_MAX];
+	struct keel_job *j = NULL;
+	json_error_t je;
+	json_t *v = json_loads(text, 0, &je);
+
+	if (v == NULL)
+		KEEL_TEST_FAIL("bad test JSON: %s", je.text);
+	if (keel_job_from_json(v, &j, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("job refused: %s", err);
+	json_decref(v);
+	return j;
+}
+
+/* A job named name; extra is more JSON members (may be ""). */
+static struct keel_job *job_make(const char *name, const char *schedule,
+				 const char *extra)
+{
+	char text[1024];
+
+	snprintf(text, sizeof(text),
+		 "{\"name\": \"%s\", \"schedule\": \"%s\", "
+		 "\"executor\": {\"type\": \"shell\", \"command\": [\"true\"]}%s%s}",
+		 name, schedule, extra[0] ? ", " : "", extra);
+	return job_json(text);
+}
+
+static void put_job(struct keel_store *st, const char *name, int64_t now_s)
+{
+	struct keel_job *j = job_make(name, "@every 1m", "");
+	enum keel_store_put res;
+
+	CHECK_INT(keel_store_job_put(st, j, now_s, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_CREATED);
+	keel_job_free(j);
+}
+
+/* A run for a tick or an insert; its job is borrowed (never cleared). */
+static struct keel_run mkrun(const char *job, enum keel_run_trigger trig,
+			     int attempt, int64_t scheduled_at)
+{
+	struct keel_run r;
+
+	memset(&r, 0, sizeof(r));
+	r.job = (char *)job;
+	r.state = KEEL_RUN_QUEUED;
+	r.trigger = trig;
+	r.attempt = attempt;
+	r.scheduled_at = scheduled_at;
+	r.created_at = scheduled_at + 1;
+	r.exit_code = -1;
+	snprintf(r.trace_id, sizeof(r.trace_id), "%032x", (unsigned)attempt);
+	return r;
+}
+
+static int64_t insert(struct keel_store *st, const char *job,
+		      enum keel_run_trigger trig, int attempt, int64_t at)
+{
+	struct keel_run r = mkrun(job, trig, attempt, at);
+
+	CHECK_INT(keel_store_run_insert(st, &r), ==, 0);
+	CHECK_INT(r.id, >, 0);
+	return r.id;
+}
+
+/* One tick of one job with one scheduled run at tick_s; its run's id. */
+static int tick1(struct keel_store *st, const char *job, int64_t tick_s,
+		 int64_t *id)
+{
+	struct keel_run r = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, tick_s * 1000);
+	struct keel_store_tick t = { job, tick_s, &r, 1 };
+	int rc = keel_store_ticks(st, &t, 1);
+
+	if (id != NULL)
+		*id = r.id;
+	return rc;
+}
+
+static void finish(struct keel_store *st, int64_t id, enum keel_run_state s,
+		   int64_t at)
+{
+	struct keel_run r;
+
+	memset(&r, 0, sizeof(r));
+	r.id = id;
+	r.state = s;
+	r.finished_at = at;
+	r.exit_code = s == KEEL_RUN_SUCCEEDED ? 0 : 1;
+	CHECK_INT(keel_store_run_finish(st, &r, NULL), ==, 0);
+}
+
+static enum keel_run_state state_of(struct keel_store *st, int64_t id)
+{
+	struct keel_run r;
+	enum keel_run_state s;
+
+	CHECK_INT(keel_store_run_get(st, id, &r), ==, 0);
+	s = r.state;
+	keel_run_clear(&r);
+	return s;
+}
+
+static int64_t count_of(struct keel_store *st, const char *job,
+			enum keel_run_state s)
+{
+	int64_t c[KEEL_RUN_NSTATES];
+
+	CHECK_INT(keel_store_run_counts(st, job, c), ==, 0);
+	return c[s];
+}
+
+static int64_t count_all(struct keel_store *st, const char *job)
+{
+	int64_t c[KEEL_RUN_NSTATES], t = 0;
+
+	CHECK_INT(keel_store_run_counts(st, job, c), ==, 0);
+	for (int i = 0; i < KEEL_RUN_NSTATES; i++)
+		t += c[i];
+	return t;
+}
+
+static struct keel_store_job get_job(struct keel_store *st, const char *name)
+{
+	struct keel_store_job sj;
+
+	CHECK_INT(keel_store_job_get(st, name, &sj), ==, 0);
+	CHECK(sj.job != NULL);
+	CHECK_STR(sj.job->name, name);
+	return sj;
+}
+
+/* SQLite's own connection to the store's database, for what keel's API
+ * does not show (and to corrupt it). */
+static sqlite3 *db_open(void)
+{
+	char path[400];
+	sqlite3 *db = NULL;
+
+	snprintf(path, sizeof(path), "%s/keeld.db", data);
+	CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), ==,
+		  SQLITE_OK);
+	sqlite3_busy_timeout(db, 30000);
+	return db;
+}
+
+static long long db_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *q = NULL;
+	long long v;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+		KEEL_TEST_FAIL("%s: %s", sql, sqlite3_errmsg(db));
+	CHECK_INT(sqlite3_step(q), ==, SQLITE_ROW);
+	v = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	return v;
+}
+
+static void db_text(sqlite3 *db, const char *sql, char *out, size_t len)
+{
+	sqlite3_stmt *q = NULL;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+		KEEL_TEST_FAIL("%s: %s", sql, sqlite3_errmsg(db));
+	CHECK_INT(sqlite3_step(q), ==, SQLITE_ROW);
+	snprintf(out, len, "%s", (const char *)sqlite3_column_text(q, 0));
+	sqlite3_finalize(q);
+}
+
+static void db_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		KEEL_TEST_FAIL("%s: %s", sql, msg);
+}
+
+/* ------------------------------------------------------------------------
+ * Opening, the lock, persistence
+ * ------------------------------------------------------------------------ */
+
+TEST(open_creates_files_in_wal_mode)
+{
+	char text[64], path[400], err[512];
+	struct keel_store *st, *other = NULL;
+	struct stat sb;
+	sqlite3 *db;
+	int fd;
+	ssize_t n;
+
+	tmp_setup();
+	st = open_ok();
+	CHECK_INT(stat(data, &sb), ==, 0);
+	CHECK(S_ISDIR(sb.st_mode));
+	CHECK_INT(sb.st_mode & 0777, ==, 0700);
+	snprintf(path, sizeof(path), "%s/keeld.db", data);
+	CHECK_INT(stat(path, &sb), ==, 0);
+	snprintf(path, sizeof(path), "%s/keeld.lock", data);
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0);
+	n = read(fd, text, sizeof(text) - 1);
+	CHECK(n > 0);
+	text[n] = '\0';
+	close(fd);
+	CHECK_INT(strtol(text, NULL, 10), ==, getpid());
+
+	db = db_open();
+	db_text(db, "PRAGMA journal_mode", text, sizeof(text));
+	CHECK_STR(text, "wal");
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==,
+		  keel_store_schema_version());
+	CHECK_INT(keel_store_schema_version(), ==, 1);
+	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
+			     "name IN ('jobs', 'runs', 'events')"),
+		  ==, 3);
+	sqlite3_close(db);
+	keel_store_close(st);
+	keel_store_close(NULL);
+
+	/* A file where the directory should be. */
+	snprintf(path, sizeof(path), "%s/file", base);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK_INT(keel_store_sqlite_open(path, NULL, &other, err, sizeof(err)),
+		  ==, -ENOTDIR);
+	CHECK(other == NULL);
+	CHECK_CONTAINS(err, "is not a directory");
+	CHECK_INT(keel_store_sqlite_open(NULL, NULL, &other, err, sizeof(err)),
+		  ==, -EINVAL);
+	/* A file that is not a database. */
+	snprintf(path, sizeof(path), "%s/keeld.db", data);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	CHECK(fd >= 0);
+	CHECK_INT(write(fd, "this is not a database, not at all......", 40), ==,
+		  40);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/keeld.db-wal", data);
+	unlink(path);
+	CHECK_INT(keel_store_sqlite_open(data, NULL, &other, err, sizeof(err)),
+		  ==, -EIO);
+	CHECK_CONTAINS(err, "keeld.db");
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(second_open_same_process_is_busy)
+{
+	char err[512], want[64];
+	struct keel_store *a, *b = NULL;
+
+	tmp_setup();
+	a = open_ok();
+	CHECK_INT(keel_store_sqlite_open(data, NULL, &b, err, sizeof(err)), ==,
+		  -EBUSY);
+	CHECK(b == NULL);
+	snprintf(want, sizeof(want), "(pid %ld)", (long)getpid());
+	CHECK_CONTAINS(err, "is in use by another keeld");
+	CHECK_CONTAINS(err, want);
+	CHECK_CONTAINS(err, data);
+	put_job(a, "still-works", 100);
+	keel_store_close(a);
+	/* Released by close. */
+	b = open_ok();
+	keel_store_close(b);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+static void child_open(void *arg)
+{
+	char err[512] = "";
+	struct keel_store *st = NULL;
+	int rc = keel_store_sqlite_open(data, NULL, &st, err, sizeof(err));
+
+	(void)arg;
+	printf("rc=%d err=%s\n", rc, err);
+}
+
+TEST(second_open_other_process_is_busy_until_killed)
+{
+	char want[64], err[512], c;
+	struct keel_child ch;
+	struct keel_store *st = NULL;
+	int p[2], status;
+	pid_t pid;
+
+	tmp_setup();
+	/* Another process while this one holds it. */
+	st = open_ok();
+	keel_test_run_child(child_open, NULL, &ch);
+	CHECK_INT(ch.code, ==, 0);
+	CHECK_CONTAINS(ch.out, "rc=-16 ");
+	snprintf(want, sizeof(want), "(pid %ld)", (long)getpid());
+	CHECK_CONTAINS(ch.out, want);
+	keel_store_close(st);
+
+	/* This process while another holds it; then that one is killed. */
+	CHECK_INT(pipe(p), ==, 0);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct keel_store *cs = NULL;
+
+		close(p[0]);
+		if (keel_store_sqlite_open(data, NULL, &cs, err, sizeof(err)) != 0)
+			_exit(3);
+		if (write(p[1], "k", 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	CHECK_INT(read(p[0], &c, 1), ==, 1);
+	close(p[0]);
+	CHECK_INT(keel_store_sqlite_open(data, NULL, &st, err, sizeof(err)), ==,
+		  -EBUSY);
+	snprintf(want, sizeof(want), "(pid %ld)", (long)pid);
+	CHECK_CONTAINS(err, want);
+	CHECK_INT(kill(pid, SIGKILL), ==, 0);
+	CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+	/* The kernel released the lock of the dead keeld. */
+	st = open_ok();
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(reopen_keeps_everything)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+	struct keel_store_event *ev;
+	struct keel_run r;
+	int64_t id;
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	CHECK_INT(tick1(st, "a", 1060, &id), ==, 0);
+	CHECK_INT(keel_store_run_start(st, id, 1060500, "node-1"), ==, 0);
+	CHECK_INT(keel_store_event_add(st, 5, "info", "job.created", "a", 0,
+				       "job a created"),
+		  ==, 0);
+	CHECK_INT(keel_store_job_pause(st, "a", 1, 1100), ==, 0);
+	keel_store_close(st);
+
+	st = open_ok();
+	sj = get_job(st, "a");
+	CHECK_INT(sj.paused, ==, 1);
+	CHECK_INT(sj.last_tick, ==, 1060);
+	CHECK_STR(sj.job->schedule, "@every 1m");
+	keel_store_job_clear(&sj);
+	CHECK_INT(keel_store_run_get(st, id, &r), ==, 0);
+	CHECK_INT(r.state, ==, KEEL_RUN_RUNNING);
+	CHECK_INT(r.started_at, ==, 1060500);
+	CHECK_STR(r.node, "node-1");
+	CHECK_STR(r.job, "a");
+	keel_run_clear(&r);
+	CHECK_INT(keel_store_event_list(st, 0, 10, &ev, &n), ==, 0);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(ev[0].message, "job a created");
+	keel_store_events_free(ev, n);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Jobs
+ * ------------------------------------------------------------------------ */
+
+TEST(job_put_created_replaced_unchanged)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+	struct keel_job *j;
+	enum keel_store_put res;
+
+	tmp_setup();
+	st = open_ok();
+	j = job_make("a", "@every 1m", "");
+	CHECK_INT(keel_store_job_put(st, j, 1000, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_CREATED);
+	sj = get_job(st, "a");
+	CHECK(keel_job_equal(sj.job, j));
+	CHECK_INT(sj.paused, ==, 0);
+	CHECK_INT(sj.last_tick, ==, 1000);
+	CHECK_INT(sj.created_at, ==, 1000000);
+	CHECK_INT(sj.updated_at, ==, 1000000);
+	keel_store_job_clear(&sj);
+
+	/* The same job later: nothing written, not even updated_at. */
+	CHECK_INT(keel_store_job_put(st, j, 2000, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_UNCHANGED);
+	CHECK_INT(keel_store_job_put(st, j, 2000, NULL), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 1000);
+	CHECK_INT(sj.updated_at, ==, 1000000);
+	keel_store_job_clear(&sj);
+	keel_job_free(j);
+
+	/* Another field, same schedule: replaced, last_tick kept. */
+	CHECK_INT(keel_store_job_pause(st, "a", 1, 2500), ==, 0);
+	j = job_make("a", "@every 1m", "\"tags\": [\"x\"]");
+	CHECK_INT(keel_store_job_put(st, j, 3000, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_REPLACED);
+	sj = get_job(st, "a");
+	CHECK(keel_job_equal(sj.job, j));
+	CHECK_INT(sj.last_tick, ==, 1000);
+	CHECK_INT(sj.paused, ==, 1); /* kept */
+	CHECK_INT(sj.created_at, ==, 1000000);
+	CHECK_INT(sj.updated_at, ==, 3000000);
+	keel_store_job_clear(&sj);
+	keel_job_free(j);
+
+	/* Another schedule: the old one's ticks are not owed. */
+	j = job_make("a", "@every 5m", "\"tags\": [\"x\"]");
+	CHECK_INT(keel_store_job_put(st, j, 4000, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_REPLACED);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 4000);
+	keel_store_job_clear(&sj);
+	keel_job_free(j);
+
+	/* Another time zone: the same. */
+	j = job_make("a", "@every 5m",
+		     "\"tags\": [\"x\"], \"timezone\": \"Europe/Berlin\"");
+	CHECK_INT(keel_store_job_put(st, j, 5000, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_REPLACED);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 5000);
+	CHECK_STR(sj.job->timezone, "Europe/Berlin");
+	keel_store_job_clear(&sj);
+	keel_job_free(j);
+
+	CHECK_INT(keel_store_job_get(st, "nope", &sj), ==, -ENOENT);
+	CHECK_CONTAINS(keel_store_errmsg(st), "nope");
+	CHECK_INT(keel_store_job_put(st, NULL, 1, &res), ==, -EINVAL);
+	/* A job changed by hand into one that would not read back. */
+	j = job_make("a", "@every 5m", "");
+	j->retry.max_attempts = 0;
+	CHECK_INT(keel_store_job_put(st, j, 6000, &res), ==, -EINVAL);
+	CHECK_CONTAINS(keel_store_errmsg(st), "retry.max_attempts");
+	keel_job_free(j);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 5000);
+	keel_store_job_clear(&sj);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(job_list_sorted)
+{
+	struct keel_store *st;
+	struct keel_store_job *jobs;
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	CHECK_INT(keel_store_job_list(st, &jobs, &n), ==, 0);
+	CHECK_INT(n, ==, 0);
+	keel_store_jobs_free(jobs, n);
+	put_job(st, "zeta", 1);
+	put_job(st, "alpha", 2);
+	put_job(st, "Mid", 3);
+	CHECK_INT(keel_store_job_list(st, &jobs, &n), ==, 0);
+	CHECK_INT(n, ==, 3);
+	CHECK_STR(jobs[0].job->name, "Mid");
+	CHECK_STR(jobs[1].job->name, "alpha");
+	CHECK_STR(jobs[2].job->name, "zeta");
+	CHECK_INT(jobs[1].last_tick, ==, 2);
+	keel_store_jobs_free(jobs, n);
+	keel_store_jobs_free(NULL, 0);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(job_delete_cascades_runs)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+	struct keel_run r;
+	int64_t a1, a2, b1;
+	sqlite3 *db;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	put_job(st, "b", 1);
+	a1 = insert(st, "a", KEEL_RUN_MANUAL, 1, 10);
+	a2 = insert(st, "a", KEEL_RUN_MANUAL, 1, 20);
+	b1 = insert(st, "b", KEEL_RUN_MANUAL, 1, 10);
+	CHECK_INT(keel_store_job_delete(st, "a"), ==, 0);
+	CHECK_INT(keel_store_job_get(st, "a", &sj), ==, -ENOENT);
+	CHECK_INT(keel_store_run_get(st, a1, &r), ==, -ENOENT);
+	CHECK_INT(keel_store_run_get(st, a2, &r), ==, -ENOENT);
+	CHECK_INT(state_of(st, b1), ==, KEEL_RUN_QUEUED);
+	CHECK_INT(count_all(st, "a"), ==, 0);
+	CHECK_INT(count_all(st, NULL), ==, 1);
+	db = db_open();
+	CHECK_INT(db_int(db, "SELECT count(*) FROM runs WHERE job = 'a'"), ==,
+		  0);
+	sqlite3_close(db);
+	CHECK_INT(keel_store_job_delete(st, "a"), ==, -ENOENT);
+	CHECK_CONTAINS(keel_store_errmsg(st), "no job 'a'");
+	/* Runs of a job that does not exist are refused. */
+	r = mkrun("a", KEEL_RUN_MANUAL, 1, 1);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -ENOENT);
+	CHECK_INT(r.id, ==, 0);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(pause_and_resume)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	CHECK_INT(keel_store_job_pause(st, "a", 1, 1100), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.paused, ==, 1);
+	CHECK_INT(sj.last_tick, ==, 1000);
+	CHECK_INT(sj.updated_at, ==, 1100000);
+	keel_store_job_clear(&sj);
+	/* Pausing a paused job changes nothing. */
+	CHECK_INT(keel_store_job_pause(st, "a", 1, 1200), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.updated_at, ==, 1100000);
+	keel_store_job_clear(&sj);
+	/* Resuming skips the pause's ticks. */
+	CHECK_INT(keel_store_job_pause(st, "a", 0, 1500), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.paused, ==, 0);
+	CHECK_INT(sj.last_tick, ==, 1500);
+	keel_store_job_clear(&sj);
+	/* Resuming a running job owes nothing less: last_tick stays. */
+	CHECK_INT(tick1(st, "a", 1560, NULL), ==, 0);
+	CHECK_INT(keel_store_job_pause(st, "a", 0, 9000), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 1560);
+	keel_store_job_clear(&sj);
+	CHECK_INT(keel_store_job_pause(st, "nope", 1, 1), ==, -ENOENT);
+	CHECK_INT(keel_store_job_pause(st, "nope", 0, 1), ==, -ENOENT);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Ticks
+ * ------------------------------------------------------------------------ */
+
+TEST(ticks_batch_all_or_nothing)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+	struct keel_run ra[2], rb[1], r;
+	struct keel_store_tick t[2];
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	put_job(st, "b", 1000);
+	CHECK_INT(keel_store_ticks(st, NULL, 0), ==, 0);
+
+	ra[0] = mkrun(NULL, KEEL_RUN_MISSED, 1, 1060000);
+	ra[1] = mkrun("a", KEEL_RUN_SCHEDULE, 1, 1120000);
+	ra[1].state = KEEL_RUN_SKIPPED;
+	rb[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, 1120000);
+	t[0] = (struct keel_store_tick){ "a", 1120, ra, 2 };
+	t[1] = (struct keel_store_tick){ "b", 1120, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 2), ==, 0);
+	CHECK_INT(ra[0].id, >, 0);
+	CHECK_INT(ra[1].id, >, ra[0].id);
+	CHECK_INT(rb[0].id, >, ra[1].id);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 1120);
+	keel_store_job_clear(&sj);
+	CHECK_INT(keel_store_run_get(st, ra[0].id, &r), ==, 0);
+	CHECK_STR(r.job, "a");
+	CHECK_INT(r.trigger, ==, KEEL_RUN_MISSED);
+	CHECK_INT(r.state, ==, KEEL_RUN_QUEUED);
+	CHECK_INT(r.scheduled_at, ==, 1060000);
+	CHECK_INT(r.created_at, ==, 1060001);
+	CHECK_INT(r.exit_code, ==, -1);
+	CHECK_STR(r.trace_id, "00000000000000000000000000000001");
+	keel_run_clear(&r);
+	CHECK_INT(state_of(st, ra[1].id), ==, KEEL_RUN_SKIPPED);
+
+	/* A fresh tick of a and a tick of b that is stored already: the
+	 * whole batch is refused, a's tick included. */
+	ra[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, 1180000);
+	rb[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, 1120000);
+	t[0] = (struct keel_store_tick){ "a", 1180, ra, 1 };
+	t[1] = (struct keel_store_tick){ "b", 1180, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 2), ==, -EEXIST);
+	CHECK_CONTAINS(keel_store_errmsg(st), "already exists");
+	CHECK_INT(ra[0].id, ==, 0); /* not a real id: rolled back */
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 1120);
+	keel_store_job_clear(&sj);
+	sj = get_job(st, "b");
+	CHECK_INT(sj.last_tick, ==, 1120);
+	keel_store_job_clear(&sj);
+	CHECK_INT(count_all(st, "a"), ==, 2);
+	CHECK_INT(count_all(st, "b"), ==, 1);
+
+	/* The same tick as missed is the same tick. */
+	rb[0] = mkrun(NULL, KEEL_RUN_MISSED, 1, 1120000);
+	t[0] = (struct keel_store_tick){ "b", 1180, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, -EEXIST);
+
+	/* An unknown job fails the batch too. */
+	ra[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, 1180000);
+	t[0] = (struct keel_store_tick){ "a", 1180, ra, 1 };
+	t[1] = (struct keel_store_tick){ "ghost", 1180, NULL, 0 };
+	CHECK_INT(keel_store_ticks(st, t, 2), ==, -ENOENT);
+	CHECK_CONTAINS(keel_store_errmsg(st), "ghost");
+	CHECK_INT(count_all(st, "a"), ==, 2);
+
+	/* A tick without runs moves last_tick alone; it never moves back. */
+	t[0] = (struct keel_store_tick){ "a", 1300, NULL, 0 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, 0);
+	t[0] = (struct keel_store_tick){ "a", 1200, NULL, 0 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, 0);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 1300);
+	keel_store_job_clear(&sj);
+
+	/* A run of another job in a's tick is a caller's bug. */
+	ra[0] = mkrun("b", KEEL_RUN_SCHEDULE, 1, 1360000);
+	t[0] = (struct keel_store_tick){ "a", 1360, ra, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, -EINVAL);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(tick_uniqueness_covers_retries_not_manual_runs)
+{
+	struct keel_store *st;
+	struct keel_run r;
+	int64_t id;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	CHECK_INT(tick1(st, "a", 1060, &id), ==, 0);
+	/* A retry of the tick's run, inserted on its own, then again. */
+	insert(st, "a", KEEL_RUN_RETRY, 2, 1060000);
+	r = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EEXIST);
+	CHECK_INT(r.id, ==, 0);
+	/* Two manual runs in the same millisecond, and their retries. */
+	insert(st, "a", KEEL_RUN_MANUAL, 1, 5000);
+	insert(st, "a", KEEL_RUN_MANUAL, 1, 5000);
+	insert(st, "a", KEEL_RUN_RETRY, 2, 5000);
+	insert(st, "a", KEEL_RUN_RETRY, 2, 5000);
+	/* A manual run at a tick's time does not block the tick. */
+	insert(st, "a", KEEL_RUN_MANUAL, 1, 1120000);
+	CHECK_INT(tick1(st, "a", 1120, NULL), ==, 0);
+	CHECK_INT(count_all(st, "a"), ==, 8);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * The run state machine
+ * ------------------------------------------------------------------------ */
+
+TEST(run_start_only_from_queued)
+{
+	struct keel_store *st;
+	struct keel_run r;
+	int64_t id, id2;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	id = insert(st, "a", KEEL_RUN_MANUAL, 1, 10);
+	CHECK_INT(keel_store_run_start(st, id, 20, "host:8080"), ==, 0);
+	CHECK_INT(keel_store_run_get(st, id, &r), ==, 0);
+	CHECK_INT(r.state, ==, KEEL_RUN_RUNNING);
+	CHECK_INT(r.started_at, ==, 20);
+	CHECK_STR(r.node, "host:8080");
+	keel_run_clear(&r);
+	CHECK_INT(keel_store_run_start(st, id, 30, NULL), ==, -ESTALE);
+	CHECK_CONTAINS(keel_store_errmsg(st), "is running, not queued");
+	CHECK_INT(keel_store_run_start(st, 999999, 30, NULL), ==, -ENOENT);
+	CHECK_INT(keel_store_run_start(st, 0, 30, NULL), ==, -EINVAL);
+	/* Canceled while queued: cannot start any more. */
+	id2 = insert(st, "a", KEEL_RUN_MANUAL, 1, 11);
+	finish(st, id2, KEEL_RUN_CANCELED, 40);
+	CHECK_INT(keel_store_run_start(st, id2, 50, NULL), ==, -ESTALE);
+	CHECK_INT(keel_store_run_get(st, id2, &r), ==, 0);
+	CHECK_INT(r.state, ==, KEEL_RUN_CANCELED);
+	CHECK_INT(r.started_at, ==, 0);
+	CHECK(r.node == NULL);
+	keel_run_clear(&r);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(run_finish_rules_and_next_atomic)
+{
+	struct keel_store *st;
+	struct keel_run r, next, got;
+	int64_t id, dup, retry_id;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	CHECK_INT(tick1(st, "a", 1060, &id), ==, 0);
+	CHECK_INT(keel_store_run_start(st, id, 1060100, NULL), ==, 0);
+
+	/* Not final: refused. */
+	memset(&r, 0, sizeof(r));
+	r.id = id;
+	r.state = KEEL_RUN_RUNNING;
+	CHECK_INT(keel_store_run_finish(st, &r, NULL), ==, -EINVAL);
+
+	/* Failed, with its retry. */
+	r.state = KEEL_RUN_FAILED;
+	r.finished_at = 1060900;
+	r.exit_code = 3;
+	r.signal = 0;
+	r.http_status = 502;
+	r.error = (char *)"exit status 3";
+	r.output = (char *)"out\nerr\n";
+	next = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	next.not_before = 1061900;
+	CHECK_INT(keel_store_run_finish(st, &r, &next), ==, 0);
+	CHECK_INT(next.id, >, id);
+	retry_id = next.id;
+	CHECK_INT(keel_store_run_get(st, id, &got), ==, 0);
+	CHECK_INT(got.state, ==, KEEL_RUN_FAILED);
+	CHECK_INT(got.started_at, ==, 1060100);
+	CHECK_INT(got.finished_at, ==, 1060900);
+	CHECK_INT(got.exit_code, ==, 3);
+	CHECK_INT(got.http_status, ==, 502);
+	CHECK_STR(got.error, "exit status 3");
+	CHECK_STR(got.output, "out\nerr\n");
+	keel_run_clear(&got);
+	CHECK_INT(keel_store_run_get(st, next.id, &got), ==, 0);
+	CHECK_INT(got.state, ==, KEEL_RUN_QUEUED);
+	CHECK_INT(got.trigger, ==, KEEL_RUN_RETRY);
+	CHECK_INT(got.attempt, ==, 2);
+	CHECK_INT(got.not_before, ==, 1061900);
+	keel_run_clear(&got);
+
+	/* Finished already: refused, and its next is not inserted. */
+	next = mkrun("a", KEEL_RUN_RETRY, 3, 1060000);
+	CHECK_INT(keel_store_run_finish(st, &r, &next), ==, -ESTALE);
+	CHECK_CONTAINS(keel_store_errmsg(st), "is failed");
+	CHECK_INT(next.id, ==, 0);
+	CHECK_INT(count_all(st, "a"), ==, 2);
+	r.id = 424242;
+	CHECK_INT(keel_store_run_finish(st, &r, NULL), ==, -ENOENT);
+
+	/* The next cannot be inserted: the finish is undone too. */
+	dup = retry_id;
+	CHECK_INT(keel_store_run_start(st, dup, 1061950, NULL), ==, 0);
+	memset(&r, 0, sizeof(r));
+	r.id = dup;
+	r.state = KEEL_RUN_TIMED_OUT;
+	r.finished_at = 1062000;
+	next = mkrun("a", KEEL_RUN_RETRY, 2, 1060000); /* exists: attempt 2 */
+	CHECK_INT(keel_store_run_finish(st, &r, &next), ==, -EEXIST);
+	CHECK_INT(next.id, ==, 0);
+	CHECK_INT(state_of(st, dup), ==, KEEL_RUN_RUNNING);
+	next = mkrun("ghost", KEEL_RUN_MANUAL, 1, 1);
+	CHECK_INT(keel_store_run_finish(st, &r, &next), ==, -ENOENT);
+	CHECK_INT(state_of(st, dup), ==, KEEL_RUN_RUNNING);
+	/* Queued runs can be finished (canceled, skipped) directly. */
+	id = insert(st, "a", KEEL_RUN_MANUAL, 1, 7);
+	finish(st, id, KEEL_RUN_SKIPPED, 8);
+	CHECK_INT(state_of(st, id), ==, KEEL_RUN_SKIPPED);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+static int decide_calls;
+
+static int decide_first_retries(const struct keel_run *crashed,
+				struct keel_run *next, void *ud)
+{
+	int64_t *first = ud;
+
+	decide_calls++;
+	if (crashed->state != KEEL_RUN_CRASHED ||
+	    crashed->finished_at != 777000 ||
+	    strcmp(crashed->error, "keeld stopped while the run was running"))
+		return -EPROTO; /* the test checks this cannot happen */
+	if (crashed->id != *first)
+		return 0;
+	next->state = KEEL_RUN_QUEUED;
+	next->trigger = KEEL_RUN_RETRY;
+	next->attempt = crashed->attempt + 1;
+	next->scheduled_at = crashed->scheduled_at;
+	next->created_at = 777000;
+	next->not_before = 778000;
+	next->error = strdup("owned by the store"); /* freed by it */
+	return 1;
+}
+
+static int decide_fails(const struct keel_run *crashed, struct keel_run *next,
+			void *ud)
+{
+	(void)crashed;
+	(void)next;
+	(void)ud;
+	return -EIO;
+}
+
+TEST(recover_crashes_running_runs_with_retries)
+{
+	struct keel_store *st;
+	struct keel_run *runs, got;
+	int64_t q, r1, r2, done_id;
+	size_t n, crashed = 99;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	put_job(st, "b", 1000);
+	q = insert(st, "a", KEEL_RUN_MANUAL, 1, 10);
+	CHECK_INT(tick1(st, "a", 1060, &r1), ==, 0);
+	CHECK_INT(tick1(st, "b", 1060, &r2), ==, 0);
+	done_id = insert(st, "b", KEEL_RUN_MANUAL, 1, 20);
+	CHECK_INT(keel_store_run_start(st, r1, 1060001, "n"), ==, 0);
+	CHECK_INT(keel_store_run_start(st, r2, 1060002, "n"), ==, 0);
+	CHECK_INT(keel_store_run_start(st, done_id, 21, "n"), ==, 0);
+	finish(st, done_id, KEEL_RUN_SUCCEEDED, 22);
+
+	/* decide fails: nothing happens. */
+	CHECK_INT(keel_store_recover(st, 777000, decide_fails, NULL, &crashed),
+		  ==, -EIO);
+	CHECK_INT(crashed, ==, 0);
+	CHECK_INT(state_of(st, r1), ==, KEEL_RUN_RUNNING);
+	CHECK_INT(state_of(st, r2), ==, KEEL_RUN_RUNNING);
+
+	keel_store_close(st);
+	st = open_ok(); /* as keeld's start would */
+	decide_calls = 0;
+	CHECK_INT(keel_store_recover(st, 777000, decide_first_retries, &r1,
+				     &crashed),
+		  ==, 0);
+	CHECK_INT(crashed, ==, 2);
+	CHECK_INT(decide_calls, ==, 2);
+	CHECK_INT(keel_store_run_get(st, r1, &got), ==, 0);
+	CHECK_INT(got.state, ==, KEEL_RUN_CRASHED);
+	CHECK_INT(got.finished_at, ==, 777000);
+	CHECK_STR(got.error, "keeld stopped while the run was running");
+	keel_run_clear(&got);
+	CHECK_INT(state_of(st, r2), ==, KEEL_RUN_CRASHED);
+	CHECK_INT(state_of(st, q), ==, KEEL_RUN_QUEUED);
+	CHECK_INT(state_of(st, done_id), ==, KEEL_RUN_SUCCEEDED);
+
+	/* The active runs: the queued one and the retry, oldest first. */
+	CHECK_INT(keel_store_run_active(st, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 2);
+	CHECK_INT(runs[0].id, ==, q);
+	CHECK_INT(runs[1].id, >, done_id);
+	CHECK_STR(runs[1].job, "a"); /* decide left job NULL: the crashed's */
+	CHECK_INT(runs[1].trigger, ==, KEEL_RUN_RETRY);
+	CHECK_INT(runs[1].attempt, ==, 2);
+	CHECK_INT(runs[1].not_before, ==, 778000);
+	CHECK_INT(runs[1].scheduled_at, ==, 1060000);
+	keel_store_runs_free(runs, n);
+
+	/* The retry belongs to the tick: the same retry is refused. */
+	got = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	CHECK_INT(keel_store_run_insert(st, &got), ==, -EEXIST);
+
+	/* Nothing running any more. */
+	CHECK_INT(keel_store_recover(st, 888000, NULL, NULL, &crashed), ==, 0);
+	CHECK_INT(crashed, ==, 0);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Reads: lists, counts
+ * ------------------------------------------------------------------------ */
+
+TEST(run_list_paging_filters_output)
+{
+	struct keel_store_run_query q;
+	struct keel_store *st;
+	struct keel_run *runs, r;
+	int64_t ids[30];
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	put_job(st, "b", 1);
+	for (int i = 0; i < 30; i++) {
+		ids[i] = insert(st, i % 3 == 0 ? "b" : "a", KEEL_RUN_MANUAL, 1,
+				100 + i);
+		if (i % 2 == 0) {
+			memset(&r, 0, sizeof(r));
+			r.id = ids[i];
+			r.state = KEEL_RUN_SUCCEEDED;
+			r.finished_at = 200 + i;
+			r.output = (char *)"the output";
+			CHECK_INT(keel_store_run_finish(st, &r, NULL), ==, 0);
+		}
+	}
+	memset(&q, 0, sizeof(q));
+	q.limit = 7;
+	q.state = -1;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 7);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_INT(runs[i].id, ==, ids[29 - i]);
+		CHECK(runs[i].output == NULL);
+	}
+	q.before_id = runs[6].id;
+	keel_store_runs_free(runs, n);
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 7);
+	CHECK_INT(runs[0].id, ==, ids[22]);
+	keel_store_runs_free(runs, n);
+
+	/* Every page of job a's succeeded runs, with output. */
+	q.before_id = 0;
+	q.job = "a";
+	q.state = KEEL_RUN_SUCCEEDED;
+	q.with_output = 1;
+	q.limit = 4;
+	{
+		int seen = 0;
+
+		for (;;) {
+			CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+			for (size_t i = 0; i < n; i++) {
+				CHECK_STR(runs[i].job, "a");
+				CHECK_INT(runs[i].state, ==, KEEL_RUN_SUCCEEDED);
+				CHECK_STR(runs[i].output, "the output");
+				CHECK(q.before_id == 0 ||
+				      runs[i].id < q.before_id);
+			}
+			seen += (int)n;
+			if (n == 0) {
+				keel_store_runs_free(runs, n);
+				break;
+			}
+			q.before_id = runs[n - 1].id;
+			keel_store_runs_free(runs, n);
+		}
+		/* i even and i % 3 != 0: 10 of 30. */
+		CHECK_INT(seen, ==, 10);
+	}
+	/* State alone. */
+	q.job = NULL;
+	q.before_id = 0;
+	q.state = KEEL_RUN_QUEUED;
+	q.limit = 1000;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 15);
+	keel_store_runs_free(runs, n);
+	/* Job alone. */
+	q.job = "b";
+	q.state = -1;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 10);
+	keel_store_runs_free(runs, n);
+	q.job = "nobody";
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, 0);
+	CHECK_INT(n, ==, 0);
+	keel_store_runs_free(runs, n);
+
+	q.limit = 0;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, -EINVAL);
+	q.limit = 1001;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, -EINVAL);
+	q.limit = 1;
+	q.state = KEEL_RUN_NSTATES;
+	CHECK_INT(keel_store_run_list(st, &q, &runs, &n), ==, -EINVAL);
+	CHECK(runs == NULL && n == 0);
+
+	CHECK_INT(count_of(st, "a", KEEL_RUN_SUCCEEDED), ==, 10);
+	CHECK_INT(count_of(st, "a", KEEL_RUN_QUEUED), ==, 10);
+	CHECK_INT(count_of(st, "b", KEEL_RUN_SUCCEEDED), ==, 5);
+	CHECK_INT(count_of(st, NULL, KEEL_RUN_QUEUED), ==, 15);
+	CHECK_INT(count_all(st, NULL), ==, 30);
+	CHECK_INT(count_all(st, "nobody"), ==, 0);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Prune
+ * ------------------------------------------------------------------------ */
+
+TEST(prune_keeps_newest_and_active)
+{
+	struct keel_store *st;
+	struct keel_run r;
+	int64_t ids[12], queued, running, newest;
+	size_t deleted;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	put_job(st, "b", 1);
+	queued = insert(st, "a", KEEL_RUN_MANUAL, 1, 1);
+	running = insert(st, "a", KEEL_RUN_MANUAL, 1, 2);
+	CHECK_INT(keel_store_run_start(st, running, 3, NULL), ==, 0);
+	for (int i = 0; i < 10; i++) {
+		ids[i] = insert(st, "a", KEEL_RUN_MANUAL, 1, 10 + i);
+		finish(st, ids[i], i % 2 ? KEEL_RUN_FAILED : KEEL_RUN_SUCCEEDED,
+		       1000 + i);
+	}
+	/* Skipped without finished_at: its age is created_at. */
+	ids[10] = insert(st, "b", KEEL_RUN_MANUAL, 1, 50);
+	{
+		struct keel_run k;
+
+		memset(&k, 0, sizeof(k));
+		k.id = ids[10];
+		k.state = KEEL_RUN_SKIPPED;
+		CHECK_INT(keel_store_run_finish(st, &k, NULL), ==, 0);
+	}
+	ids[11] = insert(st, "b", KEEL_RUN_MANUAL, 1, 60);
+
+	CHECK_INT(keel_store_prune(st, "a", 3, 0, &deleted), ==, 0);
+	CHECK_INT(deleted, ==, 7);
+	for (int i = 0; i < 7; i++)
+		CHECK_INT(keel_store_run_get(st, ids[i], &r), ==, -ENOENT);
+	for (int i = 7; i < 10; i++)
+		CHECK_INT(state_of(st, ids[i]), !=, KEEL_RUN_QUEUED);
+	CHECK_INT(state_of(st, queued), ==, KEEL_RUN_QUEUED);
+	CHECK_INT(state_of(st, running), ==, KEEL_RUN_RUNNING);
+	CHECK_INT(count_all(st, "b"), ==, 2); /* another job: untouched */
+
+	/* By age: finished before 1009 (ids 7, 8), keep_runs no limit. */
+	CHECK_INT(keel_store_prune(st, "a", -1, 1009, &deleted), ==, 0);
+	CHECK_INT(deleted, ==, 2);
+	CHECK_INT(state_of(st, ids[9]), ==, KEEL_RUN_FAILED);
+	CHECK_INT(keel_store_prune(st, "b", 100, 52, &deleted), ==, 0);
+	CHECK_INT(deleted, ==, 1);
+	CHECK_INT(state_of(st, ids[11]), ==, KEEL_RUN_QUEUED);
+
+	/* Everything finished goes; active runs never do. */
+	newest = ids[9];
+	CHECK_INT(keel_store_prune(st, "a", 0, INT64_MAX, &deleted), ==, 0);
+	CHECK_INT(deleted, ==, 1);
+	CHECK_INT(count_all(st, "a"), ==, 2);
+	CHECK_INT(keel_store_prune(st, "a", 0, INT64_MAX, NULL), ==, 0);
+	/* An id is never given again, even after the newest were pruned. */
+	CHECK_INT(insert(st, "a", KEEL_RUN_MANUAL, 1, 99), >, ids[11]);
+	CHECK_INT(newest, <, ids[11]);
+	CHECK_INT(keel_store_prune(st, NULL, 1, 1, NULL), ==, -EINVAL);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------ */
+
+TEST(events_list_and_trim)
+{
+	struct keel_store *st;
+	struct keel_store_event *ev;
+	sqlite3 *db;
+	size_t n;
+	int64_t last = 0;
+
+	tmp_setup();
+	st = open_ok();
+	CHECK_INT(keel_store_event_add(st, 1, "info", "job.created", "a", 0,
+				       "one"),
+		  ==, 0);
+	CHECK_INT(keel_store_event_add(st, 2, "warn", "run.crashed", NULL, 42,
+				       "two"),
+		  ==, 0);
+	CHECK_INT(keel_store_event_list(st, 0, 10, &ev, &n), ==, 0);
+	CHECK_INT(n, ==, 2);
+	CHECK_STR(ev[0].message, "two");
+	CHECK_STR(ev[0].level, "warn");
+	CHECK_STR(ev[0].kind, "run.crashed");
+	CHECK(ev[0].job == NULL);
+	CHECK_INT(ev[0].run_id, ==, 42);
+	CHECK_INT(ev[0].at, ==, 2);
+	CHECK_STR(ev[1].job, "a");
+	CHECK_INT(ev[1].id, <, ev[0].id);
+	last = ev[0].id;
+	keel_store_events_free(ev, n);
+	CHECK_INT(keel_store_event_list(st, last, 10, &ev, &n), ==, 0);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(ev[0].message, "one");
+	keel_store_events_free(ev, n);
+	CHECK_INT(keel_store_event_list(st, 0, 0, &ev, &n), ==, -EINVAL);
+	CHECK_INT(keel_store_event_add(st, 1, "info", "k", NULL, 0, NULL), ==,
+		  -EINVAL);
+
+	/* Past 10000 events the oldest go, a hundred at a time. */
+	for (int i = 0; i < 10200; i++)
+		CHECK_INT(keel_store_event_add(st, i, "info", "tick", NULL, 0,
+					       "x"),
+			  ==, 0);
+	db = db_open();
+	last = db_int(db, "SELECT max(id) FROM events");
+	CHECK_INT(last, ==, 10202);
+	CHECK_INT(db_int(db, "SELECT count(*) FROM events"), <=, 10100);
+	CHECK_INT(db_int(db, "SELECT count(*) FROM events"), >=, 10000);
+	CHECK_INT(db_int(db, "SELECT min(id) FROM events"), >, 2);
+	sqlite3_close(db);
+	CHECK_INT(keel_store_event_list(st, 0, 1000, &ev, &n), ==, 0);
+	CHECK_INT(n, ==, 1000);
+	CHECK_INT(ev[0].id, ==, last);
+	CHECK_INT(ev[999].id, ==, last - 999);
+	keel_store_events_free(ev, n);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Schema versions
+ * ------------------------------------------------------------------------ */
+
+TEST(newer_schema_is_refused)
+{
+	char err[512];
+	struct keel_store *st = NULL;
+	sqlite3 *db;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	keel_store_close(st);
+	db = db_open();
+	db_exec(db, "PRAGMA user_version = 9");
+	sqlite3_close(db);
+	st = NULL;
+	CHECK_INT(keel_store_sqlite_open(data, NULL, &st, err, sizeof(err)), ==,
+		  -EPROTO);
+	CHECK(st == NULL);
+	CHECK_CONTAINS(err,
+		       "database schema version 9 is newer than this keeld (1)");
+	/* Nothing was changed, and the failed open left no lock behind. */
+	db = db_open();
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 9);
+	db_exec(db, "PRAGMA user_version = 1");
+	sqlite3_close(db);
+	st = open_ok();
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(migration_steps_apply_in_their_transaction)
+{
+	const char *const *v1;
+	const char *two[2], *three[3];
+	char err[512];
+	struct keel_store *st = NULL;
+	struct keel_store_job sj;
+	size_t n;
+	sqlite3 *db;
+
+	tmp_setup();
+	v1 = keel__store_sqlite_steps(&n);
+	CHECK_INT(n, ==, 1);
+	st = open_ok();
+	put_job(st, "a", 1);
+	keel_store_close(st);
+
+	/* A version 2 is one more entry: applied to the version 1 file. */
+	two[0] = v1[0];
+	two[1] = "CREATE TABLE extra(x INTEGER); INSERT INTO extra VALUES(42);";
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, two, 2, &st, err,
+						sizeof(err)),
+		  ==, 0);
+	sj = get_job(st, "a");
+	keel_store_job_clear(&sj);
+	keel_store_close(st);
+	db = db_open();
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "SELECT x FROM extra"), ==, 42);
+	sqlite3_close(db);
+
+	/* A step that fails half-way leaves the database at 2. */
+	three[0] = two[0];
+	three[1] = two[1];
+	three[2] = "CREATE TABLE t3(x); INSERT INTO nosuch VALUES(1);";
+	st = NULL;
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, three, 3, &st, err,
+						sizeof(err)),
+		  ==, -EIO);
+	CHECK(st == NULL);
+	CHECK_CONTAINS(err, "migration to version 3 failed");
+	CHECK_CONTAINS(err, "nosuch");
+	db = db_open();
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
+			     "name = 't3'"),
+		  ==, 0);
+	sqlite3_close(db);
+
+	/* This build (1 step) refuses the version 2 file. */
+	CHECK_INT(keel_store_sqlite_open(data, NULL, &st, err, sizeof(err)), ==,
+		  -EPROTO);
+	CHECK_CONTAINS(err, "version 2 is newer than this keeld (1)");
+
+	/* A new database gets every step in order. */
+	snprintf(data, sizeof(data), "%s/fresh", base);
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, two, 2, &st, err,
+						sizeof(err)),
+		  ==, 0);
+	keel_store_close(st);
+	db = db_open();
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
+			     "name IN ('jobs', 'extra')"),
+		  ==, 2);
+	sqlite3_close(db);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Bad data
+ * ------------------------------------------------------------------------ */
+
+TEST(corrupt_definition_is_eio_not_a_crash)
+{
+	static const char *const bad[] = {
+		"{not json",
+		"{\"name\": \"a\"}",
+		"[]",
+		("{\"name\": \"other\", \"schedule\": \"@daily\", "
+		 "\"executor\": {\"type\": \"shell\", \"command\": "
+		 "[\"true\"]}}"),
+	};
+	struct keel_store *st;
+	struct keel_store_job sj, *jobs;
+	struct keel_job *j;
+	enum keel_store_put res;
+	sqlite3 *db;
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	put_job(st, "b", 1);
+	db = db_open();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sqlite3_stmt *q;
+
+		CHECK_INT(sqlite3_prepare_v2(db,
+					     "UPDATE jobs SET spec = ?1 "
+					     "WHERE name = 'a'",
+					     -1, &q, NULL),
+			  ==, SQLITE_OK);
+		sqlite3_bind_text(q, 1, bad[i], -1, SQLITE_STATIC);
+		CHECK_INT(sqlite3_step(q), ==, SQLITE_DONE);
+		sqlite3_finalize(q);
+		CHECK_INT(keel_store_job_get(st, "a", &sj), ==, -EIO);
+		CHECK(sj.job == NULL);
+		CHECK_CONTAINS(keel_store_errmsg(st), "job 'a'");
+		CHECK_CONTAINS(keel_store_errmsg(st), "corrupt");
+		CHECK_INT(keel_store_job_list(st, &jobs, &n), ==, -EIO);
+		CHECK(jobs == NULL && n == 0);
+		sj = get_job(st, "b");
+		keel_store_job_clear(&sj);
+	}
+	sqlite3_close(db);
+	/* Putting the job again repairs it. */
+	j = job_make("a", "@every 1m", "");
+	CHECK_INT(keel_store_job_put(st, j, 50, &res), ==, 0);
+	CHECK_INT(res, ==, KEEL_STORE_REPLACED);
+	keel_job_free(j);
+	sj = get_job(st, "a");
+	CHECK_INT(sj.last_tick, ==, 50);
+	keel_store_job_clear(&sj);
+	CHECK_INT(keel_store_job_list(st, &jobs, &n), ==, 0);
+	CHECK_INT(n, ==, 2);
+	keel_store_jobs_free(jobs, n);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(invalid_utf8_is_stored_clean)
+{
+	struct keel_store *st;
+	struct keel_store_event *ev;
+	struct keel_run r, got;
+	json_t *js;
+	int64_t id;
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	id = insert(st, "a", KEEL_RUN_MANUAL, 1, 1);
+	CHECK_INT(keel_store_run_start(st, id, 2, "n\xc3"), ==, 0);
+	memset(&r, 0, sizeof(r));
+	r.id = id;
+	r.state = KEEL_RUN_FAILED;
+	r.finished_at = 3;
+	r.output = (char *)"ok \xff\xfe end \xe2\x82\xac";
+	r.error = (char *)"\xc0\xaf";
+	CHECK_INT(keel_store_run_finish(st, &r, NULL), ==, 0);
+	CHECK_INT(keel_store_run_get(st, id, &got), ==, 0);
+	CHECK_STR(got.output, "ok \xef\xbf\xbd\xef\xbf\xbd end \xe2\x82\xac");
+	CHECK_STR(got.error, "\xef\xbf\xbd\xef\xbf\xbd");
+	CHECK_STR(got.node, "n\xef\xbf\xbd");
+	js = keel_run_to_json(&got); /* jansson refuses invalid UTF-8 */
+	CHECK(js != NULL);
+	json_decref(js);
+	keel_run_clear(&got);
+	CHECK_INT(keel_store_event_add(st, 1, "info", "k", NULL, 0, "m\x80"),
+		  ==, 0);
+	CHECK_INT(keel_store_event_list(st, 0, 1, &ev, &n), ==, 0);
+	CHECK_STR(ev[0].message, "m\xef\xbf\xbd");
+	keel_store_events_free(ev, n);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+TEST(bad_arguments)
+{
+	struct keel_store *st;
+	struct keel_run r, *runs;
+	struct keel_store_tick t;
+	int64_t c[KEEL_RUN_NSTATES];
+	size_t n;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	CHECK_INT(keel_store_sqlite_open(data, NULL, NULL, NULL, 0), ==,
+		  -EINVAL);
+	r = mkrun(NULL, KEEL_RUN_MANUAL, 1, 1);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EINVAL);
+	CHECK_CONTAINS(keel_store_errmsg(st), "no job");
+	r = mkrun("a", KEEL_RUN_MANUAL, 0, 1);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EINVAL);
+	r = mkrun("a", (enum keel_run_trigger)9, 1, 1);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EINVAL);
+	r = mkrun("a", KEEL_RUN_MANUAL, 1, 1);
+	r.state = (enum keel_run_state)8;
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EINVAL);
+	t = (struct keel_store_tick){ NULL, 1, NULL, 0 };
+	CHECK_INT(keel_store_ticks(st, &t, 1), ==, -EINVAL);
+	t = (struct keel_store_tick){ "a", 1, NULL, 1 };
+	CHECK_INT(keel_store_ticks(st, &t, 1), ==, -EINVAL);
+	CHECK_INT(keel_store_run_counts(st, NULL, NULL), ==, -EINVAL);
+	CHECK_INT(keel_store_run_active(st, NULL, &n), ==, -EINVAL);
+	CHECK_INT(keel_store_run_get(st, -1, &r), ==, -ENOENT);
+	CHECK_INT(keel_store_run_counts(NULL, NULL, c), ==, -EINVAL);
+	CHECK_INT(keel_store_run_active(NULL, &runs, &n), ==, -EINVAL);
+	CHECK_STR(keel_store_errmsg(NULL), "");
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+static void *other_thread_errmsg(void *arg)
+{
+	struct keel_store *st = arg;
+	const char *m = keel_store_errmsg(st);
+
+	return (void *)(uintptr_t)(m[0] == '\0');
+}
+
+TEST(errmsg_is_per_thread)
+{
+	struct keel_store *st;
+	struct keel_store_job sj;
+	pthread_t th;
+	void *empty;
+
+	tmp_setup();
+	st = open_ok();
+	CHECK_INT(keel_store_job_get(st, "missing", &sj), ==, -ENOENT);
+	CHECK_CONTAINS(keel_store_errmsg(st), "missing");
+	CHECK_INT(pthread_create(&th, NULL, other_thread_errmsg, st), ==, 0);
+	CHECK_INT(pthread_join(th, &empty), ==, 0);
+	CHECK(empty == (void *)1);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Killed mid-way
+ * ------------------------------------------------------------------------ */
+
+#define KILL_BASE 1000000
+
+/* The child: ticks of two jobs in one batch, forever, reporting each
+ * committed tick on fd; killed by the parent. */
+static void writer_child(int fd)
+{
+	char err[512];
+	struct keel_store *st = NULL;
+	int64_t tick = KILL_BASE;
+
+	if (keel_store_sqlite_open(data, NULL, &st, err, sizeof(err)) != 0)
+		_exit(3);
+	for (;;) {
+		struct keel_run ra[2], rb[1];
+		struct keel_store_tick t[2];
+
+		tick++;
+		ra[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, tick * 1000);
+		ra[1] = mkrun(NULL, KEEL_RUN_RETRY, 2, tick * 1000);
+		rb[0] = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, tick * 1000);
+		t[0] = (struct keel_store_tick){ "a", tick, ra, 2 };
+		t[1] = (struct keel_store_tick){ "b", tick, rb, 1 };
+		if (keel_store_ticks(st, t, 2) != 0)
+			_exit(4);
+		/* Some traffic of other kinds between the batches. */
+		if (keel_store_run_start(st, ra[0].id, tick, "n") != 0)
+			_exit(5);
+		if (keel_store_event_add(st, tick, "info", "tick", "a",
+					 ra[0].id, "a tick") != 0)
+			_exit(6);
+		if (write(fd, &tick, sizeof(tick)) != (ssize_t)sizeof(tick))
+			_exit(7);
+	}
+}
+
+TEST(killed_writer_leaves_a_consistent_database)
+{
+	char text[64];
+	struct keel_store *st;
+	struct keel_store_job sj;
+	int64_t reported = 0, got, last_a, last_b;
+	struct pollfd pfd;
+	double t0;
+	int p[2], status;
+	pid_t pid;
+	sqlite3 *db;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", KILL_BASE);
+	put_job(st, "b", KILL_BASE);
+	keel_store_close(st);
+
+	CHECK_INT(pipe(p), ==, 0);
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		writer_child(p[1]);
+	}
+	close(p[1]);
+	/* Let it commit a thousand batches (or whatever 20 s give). */
+	t0 = keel_test_now();
+	pfd.fd = p[0];
+	pfd.events = POLLIN;
+	while (reported < KILL_BASE + 1000 && keel_test_now() - t0 < 20) {
+		if (poll(&pfd, 1, 1000) <= 0)
+			continue;
+		if (read(p[0], &got, sizeof(got)) != (ssize_t)sizeof(got))
+			break;
+		reported = got;
+	}
+	CHECK_INT(kill(pid, SIGKILL), ==, 0);
+	CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	while (read(p[0], &got, sizeof(got)) == (ssize_t)sizeof(got))
+		reported = got;
+	close(p[0]);
+	CHECK_INT(reported, >, KILL_BASE);
+
+	/* Reopen (the lock of the dead writer is free) and check. */
+	st = open_ok();
+	sj = get_job(st, "a");
+	last_a = sj.last_tick;
+	keel_store_job_clear(&sj);
+	sj = get_job(st, "b");
+	last_b = sj.last_tick;
+	keel_store_job_clear(&sj);
+	/* Every reported commit is there; batches are whole. */
+	CHECK_INT(last_a, >=, reported);
+	CHECK_INT(last_a, ==, last_b);
+	CHECK_INT(count_all(st, "a"), ==, 2 * (last_a - KILL_BASE));
+	CHECK_INT(count_all(st, "b"), ==, last_b - KILL_BASE);
+	db = db_open();
+	db_text(db, "PRAGMA integrity_check", text, sizeof(text));
+	CHECK_STR(text, "ok");
+	CHECK_INT(db_int(db, "SELECT count(*) FROM pragma_foreign_key_check"),
+		  ==, 0);
+	/* Each tick has its runs: no tick after last_tick, none missing. */
+	CHECK_INT(db_int(db, "SELECT count(*) FROM runs r JOIN jobs j ON "
+			     "j.name = r.job WHERE r.scheduled_at / 1000 > "
+			     "j.last_tick"),
+		  ==, 0);
+	CHECK_INT(db_int(db, "SELECT count(DISTINCT scheduled_at) FROM runs "
+			     "WHERE job = 'a'"),
+		  ==, last_a - KILL_BASE);
+	sqlite3_close(db);
+	/* And the store goes on from there. */
+	CHECK_INT(tick1(st, "b", last_b + 1, NULL), ==, 0);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* ------------------------------------------------------------------------
+ * Threads
+ * ------------------------------------------------------------------------ */
+
+#define THREADS 4
+#define PER_THREAD 60
+
+struct worker {
+	struct keel_store *st;
+	int64_t ids[PER_THREAD];
+	int errors;
+};
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < PER_THREAD; i++) {
+		struct keel_run r;
+
+		if (keel_store_run_start(w->st, w->ids[i], 10 + i, "t") != 0) {
+			w->errors++;
+			continue;
+		}
+		memset(&r, 0, sizeof(r));
+		r.id = w->ids[i];
+		r.state = KEEL_RUN_SUCCEEDED;
+		r.finished_at = 20 + i;
+		r.exit_code = 0;
+		r.output = (char *)"done";
+		if (keel_store_run_finish(w->st, &r, NULL) != 0)
+			w->errors++;
+		/* A second finish of the same run loses. */
+		if (keel_store_run_finish(w->st, &r, NULL) != -ESTALE)
+			w->errors++;
+	}
+	return NULL;
+}
+
+struct reader {
+	struct keel_store *st;
+	volatile int stop;
+	int errors, lists;
+};
+
+static void *read_loop(void *arg)
+{
+	struct reader *rd = arg;
+
+	do {
+		struct keel_store_run_query q;
+		struct keel_run *runs;
+		int64_t c[KEEL_RUN_NSTATES], total = 0;
+		size_t n;
+
+		memset(&q, 0, sizeof(q));
+		q.state = -1;
+		q.limit = 1000;
+		q.with_output = 1;
+		if (keel_store_run_list(rd->st, &q, &runs, &n) != 0) {
+			rd->errors++;
+			break;
+		}
+		if (n != THREADS * PER_THREAD)
+			rd->errors++;
+		for (size_t i = 0; i < n; i++) {
+			/* Whole rows only: a succeeded run has all of its
+			 * finish, a running one none of it. */
+			if (runs[i].state == KEEL_RUN_SUCCEEDED &&
+			    (runs[i].output == NULL ||
+			     runs[i].finished_at == 0 || runs[i].started_at == 0))
+				rd->errors++;
+			if (runs[i].state == KEEL_RUN_RUNNING &&
+			    (runs[i].output != NULL || runs[i].finished_at != 0))
+				rd->errors++;
+			if (i > 0 && runs[i].id >= runs[i - 1].id)
+				rd->errors++;
+		}
+		keel_store_runs_free(runs, n);
+		if (keel_store_run_counts(rd->st, NULL, c) != 0)
+			rd->errors++;
+		for (int i = 0; i < KEEL_RUN_NSTATES; i++)
+			total += c[i];
+		if (total != THREADS * PER_THREAD)
+			rd->errors++;
+		rd->lists++;
+	} while (!__atomic_load_n(&rd->stop, __ATOMIC_ACQUIRE));
+	return NULL;
+}
+
+TEST(four_writers_and_a_reader)
+{
+	struct worker w[THREADS];
+	struct reader rd;
+	pthread_t th[THREADS], rt;
+	struct keel_store *st;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1);
+	memset(w, 0, sizeof(w));
+	for (int t = 0; t < THREADS; t++) {
+		w[t].st = st;
+		for (int i = 0; i < PER_THREAD; i++)
+			w[t].ids[i] = insert(st, "a", KEEL_RUN_MANUAL, 1,
+					     t * 1000 + i);
+	}
+	memset(&rd, 0, sizeof(rd));
+	rd.st = st;
+	CHECK_INT(pthread_create(&rt, NULL, read_loop, &rd), ==, 0);
+	for (int t = 0; t < THREADS; t++)
+		CHECK_INT(pthread_create(&th[t], NULL, work, &w[t]), ==, 0);
+	for (int t = 0; t < THREADS; t++)
+		CHECK_INT(pthread_join(th[t], NULL), ==, 0);
+	__atomic_store_n(&rd.stop, 1, __ATOMIC_RELEASE);
+	CHECK_INT(pthread_join(rt, NULL), ==, 0);
+	for (int t = 0; t < THREADS; t++)
+		CHECK_INT(w[t].errors, ==, 0);
+	CHECK_INT(rd.errors, ==, 0);
+	CHECK_INT(rd.lists, >, 0);
+	CHECK_INT(count_of(st, "a", KEEL_RUN_SUCCEEDED), ==,
+		  THREADS * PER_THREAD);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
