@@ -74,6 +74,7 @@ bench:
 	bench/run-pool.sh
 	bench/run-obs.sh
 	bench/run-store.sh
+	bench/run-keeld.sh
 	bench/run-http.sh
 
 install: build

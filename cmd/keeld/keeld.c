@@ -639,11 +639,8 @@ static int wait_signals(struct daemon *d, const sigset_t *set)
 			return 0;
 		}
 		if (watchdog) {
-			struct keel_sched_stats st;
-			int64_t age;
+			int64_t age = keel_sched_loop_age(d->sched);
 
-			keel_sched_stats(d->sched, &st);
-			age = keel_clock_now(NULL) - st.loop_at;
 			/* The loop passes every second; one that has not for
 			 * half the watchdog time is hung: stop feeding. */
 			if (age < (int64_t)wd_usec * 1000 / 2)

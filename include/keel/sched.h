@@ -145,6 +145,11 @@ struct keel_sched_stats {
 KEEL_API void keel_sched_stats(struct keel_sched *s,
 			       struct keel_sched_stats *out);
 
+/* ns since the loop's latest pass (it passes at least once a second), or
+ * -1 before start. Lock-free: a watchdog can read it while the scheduler
+ * is stuck. */
+KEEL_API int64_t keel_sched_loop_age(struct keel_sched *s);
+
 /* The node name runs are stamped with. */
 KEEL_API const char *keel_sched_node(struct keel_sched *s);
 

@@ -1141,7 +1141,7 @@ static void *loop_main(void *arg)
 		struct timespec ts;
 		int64_t wait_ns;
 
-		s->st.loop_at = mono;
+		__atomic_store_n(&s->st.loop_at, mono, __ATOMIC_RELAXED);
 		tick_pass(s, now);
 		if (s->unsaved != NULL &&
 		    mono - s->last_unsaved >= s->cfg.store_retry) {
@@ -1760,9 +1760,20 @@ void keel_sched_stats(struct keel_sched *s, struct keel_sched_stats *out)
 	pthread_mutex_lock(&s->mu);
 	gauges(s);
 	*out = s->st;
+	out->loop_at = __atomic_load_n(&s->st.loop_at, __ATOMIC_RELAXED);
 	out->panics = __atomic_load_n(&s->st.panics, __ATOMIC_RELAXED);
 	out->store_errors = __atomic_load_n(&s->st.store_errors, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->mu);
+}
+
+int64_t keel_sched_loop_age(struct keel_sched *s)
+{
+	int64_t at;
+
+	if (s == NULL)
+		return -1;
+	at = __atomic_load_n(&s->st.loop_at, __ATOMIC_RELAXED);
+	return at == 0 ? -1 : keel_clock_now(NULL) - at;
 }
 
 const char *keel_sched_node(struct keel_sched *s)

@@ -7,6 +7,7 @@
  * by a dead keeld, run now, cancel, pause, resume, delete, and a restart
  * over the same store that creates no tick twice.
  */
+/* KEEL_TEST_LABELS: threads */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <ftw.h>
