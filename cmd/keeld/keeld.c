@@ -528,7 +528,10 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 		char host[200] = "localhost";
 
 		gethostname(host, sizeof(host) - 1);
-		snprintf(d->node, sizeof(d->node), "%s:%u", host, port);
+		if (port != 0)
+			snprintf(d->node, sizeof(d->node), "%s:%u", host, port);
+		else /* the kernel picks the port later */
+			snprintf(d->node, sizeof(d->node), "%s", host);
 	}
 	keel_sched_config_init(&sc);
 	sc.store = d->store;

@@ -667,13 +667,20 @@ static void run_task(struct keel_task *t, void *arg)
 			      KEEL_INT("run_id", r->id),
 			      KEEL_STR("state", keel_run_state_name(r->state)),
 			      KEEL_INT("duration_ms", r->finished_at - r->started_at));
-	else
+	else if (r->exit_code >= 0 || r->signal > 0) /* a process */
 		keel_log_warn(s->log, MOD, "run finished", KEEL_STR("job", r->job),
 			      KEEL_INT("run_id", r->id),
 			      KEEL_STR("state", keel_run_state_name(r->state)),
 			      KEEL_INT("duration_ms", r->finished_at - r->started_at),
 			      KEEL_INT("exit_code", r->exit_code),
 			      KEEL_INT("signal", r->signal),
+			      KEEL_STR("error", r->error != NULL ? r->error : ""),
+			      KEEL_BOOL("retry", has_next));
+	else
+		keel_log_warn(s->log, MOD, "run finished", KEEL_STR("job", r->job),
+			      KEEL_INT("run_id", r->id),
+			      KEEL_STR("state", keel_run_state_name(r->state)),
+			      KEEL_INT("duration_ms", r->finished_at - r->started_at),
 			      KEEL_STR("error", r->error != NULL ? r->error : ""),
 			      KEEL_BOOL("retry", has_next));
 
