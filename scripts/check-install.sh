@@ -25,4 +25,8 @@ cc -o "$prefix/hello-static" "$prefix/hello.c" $(pkg-config --cflags keel) "$lib
 # Only keel's own names leave the shared library.
 bad=$(nm -D --defined-only "$libdir/libkeel.so" | awk '{print $3}' | grep -v '^keel_' | grep -v '^keel__' || true)
 if [ -n "$bad" ]; then echo "libkeel.so exports non-keel symbols: $bad" >&2; exit 1; fi
+# The daemon, its unit and its sample jobs.
+test -x "$prefix/bin/keeld" || { echo "keeld not installed" >&2; exit 1; }
+"$prefix/bin/keeld" --version >/dev/null
+test -f "$prefix/lib/systemd/system/keeld.service" || { echo "keeld.service not installed" >&2; exit 1; }
 echo "install: ok (shared and static, $(nm -D --defined-only "$libdir/libkeel.so" | wc -l) exported symbols)"
