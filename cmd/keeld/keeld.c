@@ -283,8 +283,8 @@ static char *read_file(const char *path, size_t max, char *err, size_t errlen)
  * Every job of the file is validated before any is stored: a file with one
  * bad job changes nothing and keeld does not start.
  */
-static int load_jobs(struct keel_sched *s, const char *path,
-		     struct keel_logger *lg)
+static int load_jobs(struct keel_sched *s, struct keel_executor *ex,
+		     const char *path, struct keel_logger *lg)
 {
 	json_error_t je;
 	json_t *root, *arr;
@@ -321,9 +321,27 @@ static int load_jobs(struct keel_sched *s, const char *path,
 		json_t *v = arr != NULL ? json_array_get(arr, i) : root;
 
 		rc = keel_job_from_json(v, &jobs[i], err, sizeof(err));
-		if (rc != 0)
-			fprintf(stderr, "keeld: jobs file %s: job %zu: %s\n",
-				path, i + 1, err);
+		if (rc != 0) {
+			const char *name = json_string_value(
+				json_object_get(v, "name"));
+
+			if (name != NULL)
+				fprintf(stderr,
+					"keeld: jobs file %s: job %zu ('%s'): %s\n",
+					path, i + 1, name, err);
+			else
+				fprintf(stderr,
+					"keeld: jobs file %s: job %zu: %s\n",
+					path, i + 1, err);
+		} else if (jobs[i]->type == KEEL_JOB_HANDLER &&
+			   !keel_exec_handler_exists(ex, jobs[i]->handler.name)) {
+			fprintf(stderr,
+				"keeld: jobs file %s: job %zu ('%s'): "
+				"executor.name: no handler '%s' is registered "
+				"in this keeld\n",
+				path, i + 1, jobs[i]->name, jobs[i]->handler.name);
+			rc = -EINVAL;
+		}
 		for (size_t k = 0; rc == 0 && k < i; k++) {
 			if (strcmp(jobs[k]->name, jobs[i]->name) == 0) {
 				fprintf(stderr,
@@ -376,7 +394,9 @@ static int demo_fail(struct keel_exec_call *call, void *ud)
 
 static volatile int *demo_null;
 
-static int demo_crash(struct keel_exec_call *call, void *ud)
+/* The fault must reach keel's handler, not UBSan's check (ASan builds). */
+__attribute__((noinline, no_sanitize("undefined"))) static int
+demo_crash(struct keel_exec_call *call, void *ud)
 {
 	(void)call;
 	(void)ud;
@@ -454,6 +474,19 @@ static int setup_log(struct daemon *d)
 	return 0;
 }
 
+/* --node, else HOST:PORT. */
+static void node_name(struct daemon *d, unsigned port)
+{
+	char host[200] = "localhost";
+
+	if (d->o.node != NULL) {
+		snprintf(d->node, sizeof(d->node), "%s", d->o.node);
+		return;
+	}
+	gethostname(host, sizeof(host) - 1);
+	snprintf(d->node, sizeof(d->node), "%s:%u", host, port);
+}
+
 /* Fails with a message on stderr and in the log. */
 #define FAIL(d, ...)                                                           \
 	do {                                                                   \
@@ -522,17 +555,8 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	if (setup != NULL && setup(d->exec, ud) != 0)
 		FAIL(d, "the embedding program's setup failed");
 
-	if (d->o.node != NULL) {
-		snprintf(d->node, sizeof(d->node), "%s", d->o.node);
-	} else {
-		char host[200] = "localhost";
-
-		gethostname(host, sizeof(host) - 1);
-		if (port != 0)
-			snprintf(d->node, sizeof(d->node), "%s:%u", host, port);
-		else /* the kernel picks the port later */
-			snprintf(d->node, sizeof(d->node), "%s", host);
-	}
+	/* Port 0: the kernel's choice, renamed once known. */
+	node_name(d, port);
 	keel_sched_config_init(&sc);
 	sc.store = d->store;
 	sc.exec = d->exec;
@@ -544,7 +568,7 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	rc = keel_sched_new(&sc, &d->sched, err, sizeof(err));
 	if (rc != 0)
 		FAIL(d, "scheduler: %s", err);
-	if (d->o.jobs != NULL && load_jobs(d->sched, d->o.jobs, d->log) != 0)
+	if (d->o.jobs != NULL && load_jobs(d->sched, d->exec, d->o.jobs, d->log) != 0)
 		FAIL(d, "the jobs file %s was refused; nothing from it was "
 			"stored", d->o.jobs);
 
@@ -578,6 +602,10 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	rc = keel_http_server_start(d->http);
 	if (rc != 0)
 		FAIL(d, "cannot listen on %s: %s", d->o.listen, strerror(-rc));
+	if (port == 0 && d->o.node == NULL) {
+		node_name(d, keel_http_server_port(d->http));
+		keel_sched_set_node(d->sched, d->node);
+	}
 	rc = keel_sched_start(d->sched);
 	if (rc != 0)
 		FAIL(d, "cannot start the scheduler: %s", strerror(-rc));

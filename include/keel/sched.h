@@ -150,6 +150,10 @@ KEEL_API void keel_sched_stats(struct keel_sched *s,
  * is stuck. */
 KEEL_API int64_t keel_sched_loop_age(struct keel_sched *s);
 
+/* Renames the node before keel_sched_start (keeld learns its port only
+ * once it listens). 0, -EINVAL, -EBUSY once started. */
+KEEL_API int keel_sched_set_node(struct keel_sched *s, const char *node);
+
 /* The node name runs are stamped with. */
 KEEL_API const char *keel_sched_node(struct keel_sched *s);
 

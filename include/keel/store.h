@@ -203,6 +203,26 @@ KEEL_API int keel_store_run_finish(struct keel_store *st,
 				   const struct keel_run *r,
 				   struct keel_run *next);
 
+/*
+ * Group commit: many starts, or many finishes (each with its follow-up
+ * attempt), in one transaction. rcs[i] gets each item's own answer as the
+ * single calls would give it (0, -ESTALE, -ENOENT, -EEXIST); an item
+ * refused leaves no trace and does not stop the others. The return value is
+ * 0, or the error that failed the transaction as a whole, in which case
+ * nothing of the batch is written (rcs then all hold that error).
+ */
+KEEL_API int keel_store_runs_start(struct keel_store *st, const int64_t *ids,
+				   size_t n, int64_t started_at,
+				   const char *node, int *rcs);
+
+struct keel_store_finish {
+	const struct keel_run *run; /* final state, by run->id */
+	struct keel_run *next;	    /* NULL, or inserted with it (id set) */
+};
+KEEL_API int keel_store_runs_finish(struct keel_store *st,
+				    struct keel_store_finish *items, size_t n,
+				    int *rcs);
+
 /* One run; -ENOENT. keel_run_clear(out) after. */
 KEEL_API int keel_store_run_get(struct keel_store *st, int64_t id,
 				struct keel_run *out);

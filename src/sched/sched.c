@@ -72,6 +72,15 @@ struct entry {
 	struct act *acts;
 };
 
+/* A finished attempt waiting for the loop's next group commit. */
+struct done {
+	struct keel_run run;
+	struct keel_run next;
+	int has_next;
+	uint64_t gen; /* of its job's entry */
+	struct done *link;
+};
+
 /* A result the store refused, kept until it takes it. */
 struct unsaved {
 	struct keel_run run;
@@ -98,6 +107,10 @@ struct keel_sched {
 
 	struct unsaved *unsaved;
 	size_t nunsaved;
+
+	/* Finished attempts, oldest first, committed together by the loop. */
+	struct done *done, **done_tail;
+	size_t inflight; /* attempts dispatched, not yet committed */
 
 	struct keel_pool *pool;
 	struct keel_pipeline *store_pl;
@@ -425,10 +438,8 @@ static void pend_remove(struct keel_sched *s, size_t i, struct keel_run *out)
 
 static void gauges(struct keel_sched *s)
 {
-	uint64_t running = 0;
+	uint64_t running = s->inflight;
 
-	for (size_t i = 0; i < s->njobs; i++)
-		running += (uint64_t)s->jobs[i]->running;
 	s->st.queued = s->npend;
 	s->st.running = running;
 	s->st.jobs = s->njobs;
@@ -496,29 +507,6 @@ static void count_finish(struct keel_sched *s, const struct keel_run *r)
 			h, (double)(r->finished_at - r->started_at) / 1e3);
 }
 
-/* After an attempt, under s->mu: memory catches up with the store. */
-static void attempt_done(struct keel_sched *s, struct work *w,
-			 struct keel_run *next, int has_next)
-{
-	struct entry *e = find(s, w->run.job);
-
-	if (e != NULL && e->gen != w->gen)
-		e = NULL; /* deleted and created again meanwhile */
-	if (e != NULL) {
-		e->running--;
-		if (w->act != NULL)
-			act_unlink(e, w->act);
-	}
-	if (has_next && e != NULL && pend_add(s, next) != 0)
-		keel_log_error(s->log, MOD,
-			       "out of memory: a retry waits for the restart",
-			       KEEL_STR("job", w->run.job));
-	s->st.finished++;
-	gauges(s);
-	pthread_cond_broadcast(&s->idle);
-	pthread_cond_signal(&s->wake);
-}
-
 struct finish_args {
 	const struct keel_run *run;
 	struct keel_run *next;
@@ -529,18 +517,6 @@ static int st_finish(struct keel_store *st, void *a)
 	struct finish_args *f = a;
 
 	return keel_store_run_finish(st, f->run, f->next);
-}
-
-struct start_args {
-	int64_t id, at;
-	const char *node;
-};
-
-static int st_start(struct keel_store *st, void *a)
-{
-	struct start_args *sa = a;
-
-	return keel_store_run_start(st, sa->id, sa->at, sa->node);
 }
 
 /* Keeps a result the store refused; the loop writes it later. Takes the
@@ -587,6 +563,67 @@ static void fill_result(struct keel_run *r, struct keel_exec_result *res)
 	res->output_len = 0;
 }
 
+/* The entry an attempt belongs to, unless the job was deleted (and maybe
+ * created again) since it was dispatched. Under s->mu. */
+static struct entry *entry_of(struct keel_sched *s, const char *job,
+			      uint64_t gen)
+{
+	struct entry *e = find(s, job);
+
+	return e != NULL && e->gen == gen ? e : NULL;
+}
+
+static void work_free(struct work *w)
+{
+	keel_run_clear(&w->run);
+	if (w->act != NULL)
+		keel_cancel_destroy(&w->act->cancel);
+	free(w->act);
+	free(w);
+}
+
+/*
+ * The end of an attempt, under s->mu: its result (and follow-up) goes to
+ * the queue the loop commits in one transaction; the worker is free at
+ * once. Takes the strings of w->run and next.
+ */
+static void attempt_end(struct keel_sched *s, struct work *w,
+			struct keel_run *next, int has_next)
+{
+	struct entry *e = entry_of(s, w->run.job, w->gen);
+	struct done *d = calloc(1, sizeof(*d));
+
+	if (e != NULL && w->act != NULL)
+		act_unlink(e, w->act);
+	jobref_put(w->ref);
+	w->ref = NULL;
+	if (d == NULL) {
+		/* The store still says running: the next start marks it
+		 * crashed and retries it per policy. */
+		keel_log_error(s->log, MOD,
+			       "out of memory: a run's result is lost",
+			       KEEL_STR("job", w->run.job),
+			       KEEL_INT("run_id", w->run.id));
+		if (e != NULL)
+			e->running--;
+		s->inflight--;
+		if (has_next)
+			keel_run_clear(next);
+	} else {
+		d->run = w->run;
+		memset(&w->run, 0, sizeof(w->run));
+		if (has_next) {
+			d->next = *next;
+			memset(next, 0, sizeof(*next));
+			d->has_next = 1;
+		}
+		d->gen = w->gen;
+		*s->done_tail = d;
+		s->done_tail = &d->link;
+	}
+	pthread_cond_signal(&s->wake);
+}
+
 static void run_task(struct keel_task *t, void *arg)
 {
 	struct work *w = arg;
@@ -596,8 +633,6 @@ static void run_task(struct keel_task *t, void *arg)
 	struct keel_exec_result res;
 	struct keel_trace tr, old;
 	struct keel_run next;
-	struct start_args sa;
-	struct finish_args fa;
 	char tp[56];
 	int has_next = 0, rc;
 
@@ -606,31 +641,6 @@ static void run_task(struct keel_task *t, void *arg)
 	memset(&next, 0, sizeof(next));
 	trace_from_run(r, &tr);
 	keel_trace_set(&tr, &old);
-
-	sa.id = r->id;
-	sa.at = wall_ms();
-	sa.node = s->node;
-	rc = store_do(s, st_start, &sa);
-	if (rc == -ESTALE || rc == -ENOENT) {
-		/* Canceled or deleted while it waited: nothing to run. */
-		pthread_mutex_lock(&s->mu);
-		attempt_done(s, w, NULL, 0);
-		pthread_mutex_unlock(&s->mu);
-		goto out;
-	}
-	if (rc != 0) {
-		/* Still queued in the store: try again later. */
-		keel_log_warn(s->log, MOD, "cannot mark the run started; retrying",
-			      KEEL_STR("job", r->job), KEEL_INT("run_id", r->id),
-			      KEEL_INT("code", rc));
-		pthread_mutex_lock(&s->mu);
-		r->not_before = wall_ms() + s->cfg.store_retry / NS_PER_MS;
-		attempt_done(s, w, r, 1);
-		pthread_mutex_unlock(&s->mu);
-		goto out;
-	}
-	r->state = KEEL_RUN_RUNNING;
-	r->started_at = sa.at;
 	keel_log_info(s->log, MOD, "run started", KEEL_STR("job", r->job),
 		      KEEL_INT("run_id", r->id), KEEL_INT("attempt", r->attempt),
 		      KEEL_STR("trigger", keel_run_trigger_name(r->trigger)));
@@ -683,63 +693,175 @@ static void run_task(struct keel_task *t, void *arg)
 			      KEEL_INT("duration_ms", r->finished_at - r->started_at),
 			      KEEL_STR("error", r->error != NULL ? r->error : ""),
 			      KEEL_BOOL("retry", has_next));
-
-	fa.run = r;
-	fa.next = has_next ? &next : NULL;
-	rc = store_do(s, st_finish, &fa);
-	count_finish(s, r);
-	pthread_mutex_lock(&s->mu);
-	if (rc != 0 && rc != -ESTALE && rc != -ENOENT) {
-		keel_log_error(s->log, MOD,
-			       "cannot store the run's result; kept in memory",
-			       KEEL_STR("job", r->job), KEEL_INT("run_id", r->id),
-			       KEEL_INT("code", rc));
-		keep_unsaved(s, r, &next, has_next);
-		has_next = 0;
-	}
-	attempt_done(s, w, &next, has_next);
-	pthread_mutex_unlock(&s->mu);
-out:
 	keel_trace_set(&old, NULL);
-	keel_run_clear(&next);
-	keel_run_clear(&w->run);
+
 	pthread_mutex_lock(&s->mu);
-	jobref_put(w->ref);
+	attempt_end(s, w, &next, has_next);
 	pthread_mutex_unlock(&s->mu);
-	if (w->act != NULL)
-		keel_cancel_destroy(&w->act->cancel);
-	free(w->act);
-	free(w);
+	keel_run_clear(&next);
+	work_free(w);
 }
 
-/* A queued run dropped by a cancelling pool shutdown: it stays queued in
- * the store for the next start. */
+/* A started run dropped unrun by a cancelling pool shutdown: it ends
+ * canceled, like the runs the shutdown stopped. */
 static void run_dropped(void *arg)
 {
 	struct work *w = arg;
 	struct keel_sched *s = w->s;
 
+	w->run.state = KEEL_RUN_CANCELED;
+	w->run.finished_at = wall_ms();
+	free(w->run.error);
+	w->run.error = strdup("canceled: keeld stopped before the run began");
 	pthread_mutex_lock(&s->mu);
-	attempt_done(s, w, NULL, 0);
-	jobref_put(w->ref);
+	attempt_end(s, w, NULL, 0);
 	pthread_mutex_unlock(&s->mu);
-	keel_run_clear(&w->run);
-	if (w->act != NULL)
-		keel_cancel_destroy(&w->act->cancel);
-	free(w->act);
-	free(w);
+	work_free(w);
 }
 
-/* Under s->mu: starts every queued run that may start now. */
+struct finish_batch {
+	struct keel_store_finish *items;
+	int *rcs;
+	size_t n;
+};
+
+static int st_finish_batch(struct keel_store *st, void *a)
+{
+	struct finish_batch *b = a;
+
+	return keel_store_runs_finish(st, b->items, b->n, b->rcs);
+}
+
+/*
+ * Under s->mu (released during the transaction): commits every finished
+ * attempt in one transaction, then lets memory catch up: the job's slot is
+ * free, the retry is queued.
+ */
+static void flush_done(struct keel_sched *s)
+{
+	struct done *list = s->done, *d;
+	struct finish_batch b;
+	size_t n = 0, i;
+	int rc;
+
+	if (list == NULL)
+		return;
+	s->done = NULL;
+	s->done_tail = &s->done;
+	for (d = list; d != NULL; d = d->link)
+		n++;
+	b.items = calloc(n, sizeof(*b.items));
+	b.rcs = calloc(n, sizeof(*b.rcs));
+	b.n = n;
+	if (b.items == NULL || b.rcs == NULL) {
+		rc = -ENOMEM;
+	} else {
+		for (d = list, i = 0; d != NULL; d = d->link, i++) {
+			b.items[i].run = &d->run;
+			b.items[i].next = d->has_next ? &d->next : NULL;
+		}
+		pthread_mutex_unlock(&s->mu);
+		rc = store_do(s, st_finish_batch, &b);
+		pthread_mutex_lock(&s->mu);
+	}
+	for (d = list, i = 0; d != NULL; i++) {
+		struct done *link = d->link;
+		struct entry *e = entry_of(s, d->run.job, d->gen);
+		int item = rc != 0 ? rc : b.rcs[i];
+
+		if (e != NULL)
+			e->running--;
+		s->inflight--;
+		s->st.finished++;
+		if (item == 0) {
+			count_finish(s, &d->run);
+			if (d->has_next && e != NULL && pend_add(s, &d->next) != 0)
+				keel_log_error(s->log, MOD,
+					       "out of memory: a retry waits "
+					       "for the restart",
+					       KEEL_STR("job", d->run.job));
+		} else if (item != -ESTALE && item != -ENOENT) {
+			keel_log_error(s->log, MOD,
+				       "cannot store the run's result; kept "
+				       "in memory",
+				       KEEL_STR("job", d->run.job),
+				       KEEL_INT("run_id", d->run.id),
+				       KEEL_INT("code", item));
+			count_finish(s, &d->run);
+			keep_unsaved(s, &d->run, &d->next, d->has_next);
+		}
+		keel_run_clear(&d->run);
+		keel_run_clear(&d->next);
+		free(d);
+		d = link;
+	}
+	free(b.items);
+	free(b.rcs);
+	gauges(s);
+	pthread_cond_broadcast(&s->idle);
+}
+
+struct start_batch {
+	const int64_t *ids;
+	int *rcs;
+	size_t n;
+	int64_t at;
+	const char *node;
+};
+
+static int st_start_batch(struct keel_store *st, void *a)
+{
+	struct start_batch *b = a;
+
+	return keel_store_runs_start(st, b->ids, b->n, b->at, b->node, b->rcs);
+}
+
+/* Undoes dispatch's bookkeeping for w (under s->mu) and frees it; the run
+ * goes back to the queue when requeue_at > 0. */
+static void undispatch(struct keel_sched *s, struct work *w, int64_t requeue_at)
+{
+	struct entry *e = entry_of(s, w->run.job, w->gen);
+
+	if (e != NULL) {
+		e->running--;
+		act_unlink(e, w->act);
+	}
+	s->inflight--;
+	s->st.started--;
+	jobref_put(w->ref);
+	if (requeue_at > 0 && e != NULL) {
+		w->run.not_before = requeue_at;
+		pend_add(s, &w->run);
+	}
+	work_free(w);
+}
+
+/*
+ * Under s->mu (released during the transaction): starts the queued runs
+ * that may start now, as many as there are free workers, marked running
+ * in one transaction.
+ */
 static void dispatch(struct keel_sched *s, int64_t now)
 {
-	size_t i = 0;
+	size_t i = 0, n = 0, free_slots;
+	struct work **ws;
+	int64_t *ids;
+	int *rcs;
+	struct start_batch b;
+	int rc;
 
-	while (i < s->npend && !s->stopping) {
+	if (s->stopping || s->inflight >= (size_t)s->cfg.workers)
+		return;
+	free_slots = (size_t)s->cfg.workers - s->inflight;
+	ws = calloc(free_slots, sizeof(*ws));
+	ids = calloc(free_slots, sizeof(*ids));
+	rcs = calloc(free_slots, sizeof(*rcs));
+	if (ws == NULL || ids == NULL || rcs == NULL)
+		goto out;
+	while (i < s->npend && n < free_slots) {
 		struct keel_run *r = &s->pend[i];
 		struct entry *e;
 		struct work *w;
-		struct keel_task_options opt;
 
 		if (r->not_before > now)
 			break; /* sorted: nothing later is due */
@@ -763,29 +885,66 @@ static void dispatch(struct keel_sched *s, int64_t now)
 		w->gen = e->gen;
 		w->ref = e->ref;
 		keel_cancel_init(&w->act->cancel, NULL, NULL);
-		memset(&opt, 0, sizeof(opt));
-		opt.name = e->name;
-		opt.on_drop = run_dropped;
 		pend_remove(s, i, &w->run);
 		w->act->id = w->run.id;
 		e->ref->refs++;
 		e->running++;
-		w->act->next = e->acts;
+		w->act->next = e->acts; /* cancelable from now on */
 		e->acts = w->act;
+		s->inflight++;
 		s->st.started++;
+		ids[n] = w->run.id;
+		ws[n++] = w;
+	}
+	if (n == 0)
+		goto out;
+	b.ids = ids;
+	b.rcs = rcs;
+	b.n = n;
+	b.at = wall_ms();
+	b.node = s->node;
+	pthread_mutex_unlock(&s->mu);
+	rc = store_do(s, st_start_batch, &b);
+	pthread_mutex_lock(&s->mu);
+	for (i = 0; i < n; i++) {
+		struct work *w = ws[i];
+		struct keel_task_options opt;
+		int item = rc != 0 ? rc : rcs[i];
+
+		if (item == -ESTALE || item == -ENOENT) {
+			/* Canceled or deleted while it waited. */
+			undispatch(s, w, 0);
+			continue;
+		}
+		if (item != 0) {
+			/* Still queued in the store: later. */
+			undispatch(s, w, wall_ms() + s->cfg.store_retry / NS_PER_MS);
+			continue;
+		}
+		w->run.state = KEEL_RUN_RUNNING;
+		w->run.started_at = b.at;
+		memset(&opt, 0, sizeof(opt));
+		opt.name = w->ref->job->name;
+		opt.on_drop = run_dropped;
+		/* The pool has a free worker for each (inflight <= workers);
+		 * it refuses only when shutting down. */
 		if (keel_pool_submit(s->pool, run_task, w, &opt) != 0) {
-			/* Full: back in the queue, try on the next pass. */
-			e->running--;
-			act_unlink(e, w->act);
-			e->ref->refs--;
-			s->st.started--;
-			pend_add(s, &w->run);
-			keel_cancel_destroy(&w->act->cancel);
-			free(w->act);
-			free(w);
-			break;
+			w->run.state = KEEL_RUN_CANCELED;
+			w->run.finished_at = wall_ms();
+			free(w->run.error);
+			w->run.error = strdup("canceled: keeld stopped before "
+					      "the run began");
+			attempt_end(s, w, NULL, 0);
+			work_free(w);
 		}
 	}
+	if (rc != 0)
+		keel_log_error(s->log, MOD, "cannot mark runs started; retrying",
+			       KEEL_INT("runs", n), KEEL_INT("code", rc));
+out:
+	free(ws);
+	free(ids);
+	free(rcs);
 	gauges(s);
 }
 
@@ -1149,6 +1308,7 @@ static void *loop_main(void *arg)
 		int64_t wait_ns;
 
 		__atomic_store_n(&s->st.loop_at, mono, __ATOMIC_RELAXED);
+		flush_done(s);
 		tick_pass(s, now);
 		if (s->unsaved != NULL &&
 		    mono - s->last_unsaved >= s->cfg.store_retry) {
@@ -1168,7 +1328,8 @@ static void *loop_main(void *arg)
 			if (nx != KEEL_CRON_NEVER && nx * MS_PER_S < wake)
 				wake = nx * MS_PER_S;
 		}
-		for (size_t i = 0; i < s->npend; i++) {
+		for (size_t i = 0; s->inflight < (size_t)s->cfg.workers &&
+				   i < s->npend; i++) {
 			struct entry *e = find(s, s->pend[i].job);
 
 			/* The first one that could start now. */
@@ -1348,6 +1509,7 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 		snprintf(s->node, sizeof(s->node), "localhost");
 	s->cfg.node = s->node;
 	pthread_mutex_init(&s->mu, NULL);
+	s->done_tail = &s->done;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &ca);
@@ -1443,7 +1605,9 @@ int keel_sched_stop(struct keel_sched *s, int64_t timeout)
 		pthread_mutex_unlock(&s->mu);
 		keel_pool_shutdown(s->pool, KEEL_POOL_CANCEL, 0);
 	}
+	/* The loop is gone: commit what the workers finished. */
 	pthread_mutex_lock(&s->mu);
+	flush_done(s);
 	if (s->unsaved != NULL)
 		flush_unsaved(s);
 	pthread_mutex_unlock(&s->mu);
@@ -1783,6 +1947,22 @@ int64_t keel_sched_loop_age(struct keel_sched *s)
 	return at == 0 ? -1 : keel_clock_now(NULL) - at;
 }
 
+int keel_sched_set_node(struct keel_sched *s, const char *node)
+{
+	int rc = 0;
+
+	if (s == NULL || node == NULL || node[0] == '\0' ||
+	    strlen(node) >= sizeof(s->node))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	if (s->started)
+		rc = -EBUSY;
+	else
+		snprintf(s->node, sizeof(s->node), "%s", node);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
 const char *keel_sched_node(struct keel_sched *s)
 {
 	return s != NULL ? s->node : NULL;
@@ -1802,13 +1982,10 @@ int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout)
 	 * way when we came. */
 	pass0 = s->passes;
 	for (;;) {
-		uint64_t running = 0;
 		struct timespec ts;
 		int64_t left;
 
-		for (size_t i = 0; i < s->njobs; i++)
-			running += (uint64_t)s->jobs[i]->running;
-		if (s->npend == 0 && running == 0 &&
+		if (s->npend == 0 && s->inflight == 0 && s->done == NULL &&
 		    (s->passes >= pass0 + 2 || !s->loop_running))
 			break;
 		left = end - keel_clock_now(NULL);

@@ -438,6 +438,55 @@ int keel_store_run_finish(struct keel_store *st, const struct keel_run *r,
 	return st->ops->run_finish(st, r, next);
 }
 
+int keel_store_runs_start(struct keel_store *st, const int64_t *ids,
+			  size_t n, int64_t started_at, const char *node,
+			  int *rcs)
+{
+	if (st == NULL)
+		return -EINVAL;
+	if (n > 0 && (ids == NULL || rcs == NULL))
+		return inval(st, "runs_start: ids and rcs are required");
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] <= 0)
+			return inval(st, "runs_start: ids must be > 0");
+	if (n == 0)
+		return 0;
+	if (st->ops->runs_start != NULL)
+		return st->ops->runs_start(st, ids, n, started_at, node, rcs);
+	for (size_t i = 0; i < n; i++)
+		rcs[i] = st->ops->run_start(st, ids[i], started_at, node);
+	return 0;
+}
+
+int keel_store_runs_finish(struct keel_store *st,
+			   struct keel_store_finish *items, size_t n, int *rcs)
+{
+	if (st == NULL)
+		return -EINVAL;
+	if (n > 0 && (items == NULL || rcs == NULL))
+		return inval(st, "runs_finish: items and rcs are required");
+	for (size_t i = 0; i < n; i++) {
+		const struct keel_run *r = items[i].run;
+		int rc;
+
+		if (r == NULL || r->id <= 0 || !keel_run_state_final(r->state) ||
+		    r->finished_at < 0)
+			return inval(st, "runs_finish: each item needs a run "
+					 "with an id, a final state and "
+					 "finished_at >= 0");
+		if (items[i].next != NULL &&
+		    (rc = keel__store_run_check(st, items[i].next, 1)) != 0)
+			return rc;
+	}
+	if (n == 0)
+		return 0;
+	if (st->ops->runs_finish != NULL)
+		return st->ops->runs_finish(st, items, n, rcs);
+	for (size_t i = 0; i < n; i++)
+		rcs[i] = st->ops->run_finish(st, items[i].run, items[i].next);
+	return 0;
+}
+
 int keel_store_run_get(struct keel_store *st, int64_t id, struct keel_run *out)
 {
 	if (out != NULL)

@@ -48,6 +48,12 @@ struct keel_store_ops {
 			 const char *node);
 	int (*run_finish)(struct keel_store *st, const struct keel_run *r,
 			  struct keel_run *next);
+	/* Group commit (keel_store_runs_start/finish); an engine may leave
+	 * them NULL: store.c then makes the single calls one by one. */
+	int (*runs_start)(struct keel_store *st, const int64_t *ids, size_t n,
+			  int64_t started_at, const char *node, int *rcs);
+	int (*runs_finish)(struct keel_store *st,
+			   struct keel_store_finish *items, size_t n, int *rcs);
 	int (*run_get)(struct keel_store *st, int64_t id, struct keel_run *out);
 	int (*run_list)(struct keel_store *st,
 			const struct keel_store_run_query *q,
@@ -142,5 +148,13 @@ KEEL_API int keel__store_sqlite_open_steps(const char *dir,
 					   size_t n_steps,
 					   struct keel_store **out, char *err,
 					   size_t errlen);
+
+/* The same two for the PostgreSQL store (store_pg.c). */
+KEEL_API const char *const *keel__store_pg_steps(size_t *n);
+KEEL_API int keel__store_pg_open_steps(const char *conninfo,
+				       const struct keel_store_config *cfg,
+				       const char *const *steps, size_t n_steps,
+				       struct keel_store **out, char *err,
+				       size_t errlen);
 
 #endif /* KEEL_SCHED_STORE_INTERNAL_H */

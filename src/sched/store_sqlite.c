@@ -135,6 +135,9 @@ enum sid {
 	S_BEGIN,
 	S_COMMIT,
 	S_ROLLBACK,
+	S_SAVEPOINT,
+	S_RELEASE,
+	S_ROLLBACK_TO,
 	S_JOB_GET_W,
 	S_JOB_INSERT,
 	S_JOB_UPDATE,
@@ -171,6 +174,9 @@ static const char *const sql[N_SID] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+	[S_SAVEPOINT] = "SAVEPOINT item",
+	[S_RELEASE] = "RELEASE item",
+	[S_ROLLBACK_TO] = "ROLLBACK TO item",
 	[S_JOB_GET_W] = "SELECT spec, last_tick FROM jobs WHERE name = ?1",
 	[S_JOB_INSERT] = "INSERT INTO jobs(name, spec, paused, last_tick, "
 			 "created_at, updated_at) VALUES(?1, ?2, 0, ?3, ?4, ?4)",
@@ -1058,6 +1064,118 @@ static int sq_run_finish(struct keel_store *st, const struct keel_run *r,
 	return rc;
 }
 
+/* One start inside a transaction: 0, -ESTALE, -ENOENT or the error. */
+static int start_one(struct sq *s, int64_t id, int64_t started_at,
+		     const char *node)
+{
+	int rc, err = 0;
+	sqlite3_stmt *q = prep(s, &s->w, S_RUN_START, &err);
+
+	if (q == NULL)
+		return err;
+	sqlite3_bind_int64(q, 1, id);
+	sqlite3_bind_int64(q, 2, started_at);
+	bind_text(q, 3, node);
+	rc = exec_stmt(s, &s->w, q, "start run");
+	if (rc == 0 && sqlite3_changes(s->w.db) == 0)
+		rc = run_not_in(s, id, "queued");
+	return rc;
+}
+
+/* An item's own refusal, as opposed to a failure of the transaction. */
+static int item_refusal(int rc)
+{
+	return rc == -ESTALE || rc == -ENOENT || rc == -EEXIST;
+}
+
+static int sq_runs_start(struct keel_store *st, const int64_t *ids, size_t n,
+			 int64_t started_at, const char *node, int *rcs)
+{
+	struct sq *s = SQ(st);
+	const char *clean;
+	char *tmp = NULL;
+	int rc;
+
+	if (keel__store_utf8(node, &clean, &tmp) != 0) {
+		keel__store_errf(st, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	/* An update that changes nothing changes nothing: no savepoint. */
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		rcs[i] = start_one(s, ids[i], started_at, clean);
+		if (!item_refusal(rcs[i]))
+			rc = rcs[i];
+	}
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	free(tmp);
+	if (rc != 0)
+		for (size_t i = 0; i < n; i++)
+			rcs[i] = rc;
+	return rc;
+}
+
+/* One finish and its follow-up inside a transaction. */
+static int finish_one(struct sq *s, const struct keel_run *r,
+		      struct keel_run *next)
+{
+	enum keel_run_state state;
+	char origin[16];
+	int rc = finish_run(s, r);
+
+	if (rc == 0 && next != NULL) {
+		if (next->trigger == KEEL_RUN_RETRY)
+			rc = run_state_w(s, r->id, &state, origin,
+					 sizeof(origin));
+		if (rc == 0)
+			rc = insert_run(s, next, NULL,
+					next->trigger == KEEL_RUN_RETRY ? origin
+									: NULL);
+	}
+	return rc;
+}
+
+static int sq_runs_finish(struct keel_store *st,
+			  struct keel_store_finish *items, size_t n, int *rcs)
+{
+	struct sq *s = SQ(st);
+	int rc;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		/* A savepoint per item: a refused follow-up takes its
+		 * finish back with it, and only that. */
+		rc = exec_id(s, &s->w, S_SAVEPOINT);
+		if (rc != 0)
+			break;
+		rcs[i] = finish_one(s, items[i].run, items[i].next);
+		if (rcs[i] == 0) {
+			rc = exec_id(s, &s->w, S_RELEASE);
+		} else if (item_refusal(rcs[i])) {
+			rc = exec_id(s, &s->w, S_ROLLBACK_TO);
+			if (rc == 0)
+				rc = exec_id(s, &s->w, S_RELEASE);
+			if (items[i].next != NULL)
+				items[i].next->id = 0;
+		} else {
+			rc = rcs[i];
+		}
+	}
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0) {
+		for (size_t i = 0; i < n; i++) {
+			rcs[i] = rc;
+			if (items[i].next != NULL)
+				items[i].next->id = 0;
+		}
+	}
+	return rc;
+}
+
 /* A running run as recover reads it, with its origin. */
 struct crashed {
 	struct keel_run run;
@@ -1514,6 +1632,8 @@ static const struct keel_store_ops sqlite_ops = {
 	.run_insert = sq_run_insert,
 	.run_start = sq_run_start,
 	.run_finish = sq_run_finish,
+	.runs_start = sq_runs_start,
+	.runs_finish = sq_runs_finish,
 	.run_get = sq_run_get,
 	.run_list = sq_run_list,
 	.run_active = sq_run_active,

@@ -8,7 +8,7 @@
  *
  *     struct keeld_proc k;
  *
- *     keeld_proc_init(&k);                     // mkdtemp $TMPDIR/keeld-test.XXXXXX
+ *     keeld_proc_init(&k);                     // mkdtemp $TMPDIR/keeld-<program>.XXXXXX
  *     const char *args[] = { "--demo", NULL };
  *     CHECK_INT(keeld_proc_start(&k, args, 0), ==, 0);   // listening
  *     ... requests to k.base ("http://127.0.0.1:PORT") ...
@@ -28,10 +28,11 @@
  * always, and --listen 127.0.0.1:0 unless the caller passes --listen. The
  * port is parsed from keeld's "keeld: listening on http://ADDR:PORT/" line.
  * The child's environment is the test's without any KEELD_* variable (a
- * developer's KEELD_TOKEN must not change a test), plus k.env ("NAME=value"
- * strings, NULL-terminated, optional), plus ASAN_OPTIONS=
- * allow_user_segv_handler=1 when ASAN_OPTIONS is not set (keel owns SIGSEGV,
- * docs/panic.md). Its stdin is /dev/null.
+ * developer's KEELD_TOKEN must not change a test), with k.env ("NAME=value"
+ * strings, NULL-terminated, optional; they win over the test's), and with
+ * ASAN_OPTIONS=allow_user_segv_handler=1 when neither sets ASAN_OPTIONS
+ * (keel owns SIGSEGV in sanitizer builds, docs/panic.md). Its stdin is
+ * /dev/null.
  *
  * A keeld never outlives its test: the child asks the kernel for SIGKILL
  * when the process that started it dies (PR_SET_PDEATHSIG), so a case that
@@ -96,15 +97,18 @@ static inline const char *keeld_proc_binary(void)
 	return p != NULL && p[0] != '\0' ? p : KEELD_PATH;
 }
 
-/* Creates k->dir and k->dir/data; fails the case if it cannot. */
+/* Creates k->dir ($TMPDIR or /tmp, then keeld-<test program>.XXXXXX) and
+ * k->dir/data; fails the case if it cannot. */
 static inline void keeld_proc_init(struct keeld_proc *k)
 {
 	const char *tmp = getenv("TMPDIR");
 
 	memset(k, 0, sizeof(*k));
 	k->code = -1;
-	snprintf(k->dir, sizeof(k->dir), "%s/keeld-test.XXXXXX",
-		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+	/* Named after the test program, to tell whose a left-over one is. */
+	snprintf(k->dir, sizeof(k->dir), "%s/keeld-%s.XXXXXX",
+		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp",
+		 program_invocation_short_name);
 	if (mkdtemp(k->dir) == NULL)
 		KEEL_TEST_FAIL("mkdtemp %s: %s", k->dir, strerror(errno));
 	snprintf(k->data_dir, sizeof(k->data_dir), "%s/data", k->dir);
@@ -231,16 +235,29 @@ static inline int keeld_proc_stop(struct keeld_proc *k, double timeout)
 	return -ETIMEDOUT;
 }
 
+/* Whether "NAME=..." entry e names a variable that list sets. */
+static inline int keeld_proc__in(const char *e, const char *const *list)
+{
+	size_t n = strcspn(e, "=");
+
+	for (; list != NULL && *list != NULL; list++)
+		if (strncmp(*list, e, n) == 0 && (*list)[n] == '=')
+			return 1;
+	return 0;
+}
+
 /*
- * The child's environment: the test's minus KEELD_*, ASAN_OPTIONS if unset,
- * then k->env. Built before fork, so that the child only makes
- * async-signal-safe calls (libcurl may have threads in the test). Free the
- * array (not the strings: they are the test's).
+ * The child's environment: the test's minus KEELD_* and minus what k->env
+ * sets, then k->env, then ASAN_OPTIONS if still unset. Built before fork,
+ * so that the child only makes async-signal-safe calls (libcurl may have
+ * threads in the test). Free the array, not the strings (the test's).
  */
 static inline char **keeld_proc__envp(const struct keeld_proc *k)
 {
 	static char asan[] = "ASAN_OPTIONS=allow_user_segv_handler=1";
+	static const char *const asan_list[] = { asan, NULL };
 	size_t n = 0, extra = 0, i, j = 0;
+	int has_asan = 0;
 	char **envp;
 
 	while (environ != NULL && environ[n] != NULL)
@@ -251,12 +268,15 @@ static inline char **keeld_proc__envp(const struct keeld_proc *k)
 	if (envp == NULL)
 		KEEL_TEST_FAIL("out of memory");
 	for (i = 0; i < n; i++)
-		if (strncmp(environ[i], "KEELD_", 6) != 0)
+		if (strncmp(environ[i], "KEELD_", 6) != 0 &&
+		    !keeld_proc__in(environ[i], k->env))
 			envp[j++] = environ[i];
-	if (getenv("ASAN_OPTIONS") == NULL)
-		envp[j++] = asan;
 	for (i = 0; i < extra; i++)
 		envp[j++] = (char *)(uintptr_t)k->env[i];
+	for (i = 0; i < j; i++)
+		has_asan |= keeld_proc__in(envp[i], asan_list);
+	if (!has_asan)
+		envp[j++] = asan;
 	envp[j] = NULL;
 	return envp;
 }
