@@ -9,6 +9,9 @@
  *       scheduler's start until every run is stored final, as runs/s. Each
  *       run is three store transactions (materialised with its batch,
  *       started, finished), as in keeld.
+ *   bench_keeld spawn RUNS
+ *       the floor for shell runs: fork, execve /bin/true and waitpid, RUNS
+ *       times, from as many threads as the machine has CPUs.
  *   bench_keeld latency JOBS SECONDS
  *       JOBS jobs firing every second ("* * * * * *") for SECONDS: the
  *       scheduling latency of each run (its start minus its tick), p50, p99
@@ -25,6 +28,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <pthread.h>
+#include <sys/wait.h>
 
 #include <jansson.h>
 #include <keel/clock.h>
@@ -175,6 +181,49 @@ static void throughput(const char *kind, long runs)
 	teardown();
 }
 
+static long spawn_left;
+
+static void *spawner(void *arg)
+{
+	char *const argv[] = { (char *)"/bin/true", NULL };
+	extern char **environ;
+
+	(void)arg;
+	while (__atomic_sub_fetch(&spawn_left, 1, __ATOMIC_RELAXED) >= 0) {
+		int status;
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			execve(argv[0], argv, environ);
+			_exit(127);
+		}
+		if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0)
+			die("spawn", "fork/exec/wait of /bin/true failed");
+	}
+	return NULL;
+}
+
+static void spawn(long runs)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t th[64];
+	int64_t t0, t1;
+
+	if (cpus < 1)
+		cpus = 1;
+	if (cpus > 64)
+		cpus = 64;
+	spawn_left = runs;
+	t0 = keel_clock_now(NULL);
+	for (long i = 0; i < cpus; i++)
+		if (pthread_create(&th[i], NULL, spawner, NULL) != 0)
+			die("spawn", "pthread_create failed");
+	for (long i = 0; i < cpus; i++)
+		pthread_join(th[i], NULL);
+	t1 = keel_clock_now(NULL);
+	printf("spawn_runs_per_s %.0f\n", (double)runs / ((double)(t1 - t0) / 1e9));
+}
+
 static int cmp64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -241,11 +290,16 @@ int main(int argc, char **argv)
 		throughput(argv[2], atol(argv[3]));
 		return 0;
 	}
+	if (argc == 3 && strcmp(argv[1], "spawn") == 0) {
+		spawn(atol(argv[2]));
+		return 0;
+	}
 	if (argc == 4 && strcmp(argv[1], "latency") == 0) {
 		latency(atoi(argv[2]), atoi(argv[3]));
 		return 0;
 	}
 	fprintf(stderr, "usage: bench_keeld throughput handler|shell RUNS\n"
+			"       bench_keeld spawn RUNS\n"
 			"       bench_keeld latency JOBS SECONDS\n");
 	return 2;
 }

@@ -878,6 +878,80 @@ TEST(run_finish_rules_and_next_atomic)
 	keel_test_leak_check();
 }
 
+/* Group commit: each item answers for itself; the others go through. */
+TEST(runs_start_and_finish_in_batches)
+{
+	struct keel_store *st;
+	int64_t a, b, c, ids[4];
+	int rcs[4];
+	struct keel_run ra, rb, rc_, next, dupnext;
+	struct keel_store_finish items[3];
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	CHECK_INT(tick1(st, "a", 1060, &a), ==, 0);
+	CHECK_INT(tick1(st, "a", 1120, &b), ==, 0);
+	c = insert(st, "a", KEEL_RUN_MANUAL, 1, 5);
+	finish(st, c, KEEL_RUN_CANCELED, 6); /* no longer queued */
+
+	ids[0] = a;
+	ids[1] = c;
+	ids[2] = 999999;
+	ids[3] = b;
+	CHECK_INT(keel_store_runs_start(st, ids, 4, 1130000, "n1", rcs), ==, 0);
+	CHECK_INT(rcs[0], ==, 0);
+	CHECK_INT(rcs[1], ==, -ESTALE);
+	CHECK_INT(rcs[2], ==, -ENOENT);
+	CHECK_INT(rcs[3], ==, 0);
+	CHECK_INT(state_of(st, a), ==, KEEL_RUN_RUNNING);
+	CHECK_INT(state_of(st, b), ==, KEEL_RUN_RUNNING);
+	CHECK_INT(state_of(st, c), ==, KEEL_RUN_CANCELED);
+	CHECK_INT(keel_store_runs_start(st, ids, 0, 1, NULL, rcs), ==, 0);
+	ids[0] = 0;
+	CHECK_INT(keel_store_runs_start(st, ids, 1, 1, NULL, rcs), ==, -EINVAL);
+
+	/* a fails with its retry, b's follow-up clashes (so b stays
+	 * running), c is final already: only a and its retry are written. */
+	memset(&ra, 0, sizeof(ra));
+	ra.id = a;
+	ra.state = KEEL_RUN_FAILED;
+	ra.finished_at = 1131000;
+	next = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	memset(&rb, 0, sizeof(rb));
+	rb.id = b;
+	rb.state = KEEL_RUN_SUCCEEDED;
+	rb.finished_at = 1131000;
+	dupnext = mkrun(NULL, KEEL_RUN_SCHEDULE, 1, 1060000); /* a's tick */
+	dupnext.job = (char *)"a";
+	memset(&rc_, 0, sizeof(rc_));
+	rc_.id = c;
+	rc_.state = KEEL_RUN_SUCCEEDED;
+	rc_.finished_at = 1131000;
+	items[0].run = &ra;
+	items[0].next = &next;
+	items[1].run = &rb;
+	items[1].next = &dupnext;
+	items[2].run = &rc_;
+	items[2].next = NULL;
+	CHECK_INT(keel_store_runs_finish(st, items, 3, rcs), ==, 0);
+	CHECK_INT(rcs[0], ==, 0);
+	CHECK_INT(rcs[1], ==, -EEXIST);
+	CHECK_INT(rcs[2], ==, -ESTALE);
+	CHECK(next.id > 0);
+	CHECK_INT(dupnext.id, ==, 0);
+	CHECK_INT(state_of(st, a), ==, KEEL_RUN_FAILED);
+	CHECK_INT(state_of(st, next.id), ==, KEEL_RUN_QUEUED);
+	CHECK_INT(state_of(st, b), ==, KEEL_RUN_RUNNING); /* undone with it */
+	CHECK_INT(state_of(st, c), ==, KEEL_RUN_CANCELED);
+	CHECK_INT(count_all(st, "a"), ==, 4);
+	items[0].run = NULL;
+	CHECK_INT(keel_store_runs_finish(st, items, 1, rcs), ==, -EINVAL);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
 static int decide_calls;
 
 static int decide_first_retries(const struct keel_run *crashed,
