@@ -124,7 +124,8 @@ struct keel_sched {
 
 	/* metrics (NULL without a registry) */
 	struct keel_family *m_runs, *m_dur, *m_queue, *m_running,
-		*m_panics, *m_store_err;
+		*m_panics, *m_store_err, *m_breaker;
+	int collecting, pool_bridged;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -1449,8 +1450,33 @@ static int load(struct keel_sched *s, char *err, size_t errlen)
 	return rc;
 }
 
+/* keeld_breaker_state{host,state}: 1 for each host's current state, 0 for
+ * the others, read from the http executor at each render. */
+static void breaker_one(const char *host, const char *state, void *ud)
+{
+	static const char *const states[] = { "closed", "half_open", "open" };
+	struct keel_sched *s = ud;
+
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+		const char *lv[2] = { host, states[i] };
+		struct keel_gauge *g;
+
+		if (keel_gauge_get(s->m_breaker, lv, 2, &g) == 0)
+			keel_gauge_set(g, strcmp(state, states[i]) == 0);
+	}
+}
+
+static void collect_breakers(struct keel_metrics *reg, void *ud)
+{
+	struct keel_sched *s = ud;
+
+	(void)reg;
+	keel_exec_breakers(s->cfg.exec, breaker_one, s);
+}
+
 static int metrics_init(struct keel_sched *s)
 {
+	static const char *const host_state[] = { "host", "state" };
 	static const char *const job_state[] = { "job", "state" };
 	static const char *const job[] = { "job" };
 	struct keel_metrics *m = s->cfg.metrics;
@@ -1481,6 +1507,15 @@ static int metrics_init(struct keel_sched *s)
 		rc = keel_metrics_counter(m, "keeld_store_errors_total",
 					  "Store calls that failed after retries.",
 					  NULL, 0, &s->m_store_err);
+	if (rc == 0)
+		rc = keel_metrics_gauge(m, "keeld_breaker_state",
+					"Circuit breaker of each HTTP target host: 1 "
+					"for its current state.",
+					host_state, 2, &s->m_breaker);
+	if (rc == 0)
+		rc = keel_metrics_add_collector(m, collect_breakers, s);
+	if (rc == 0)
+		s->collecting = 1;
 	return rc;
 }
 
@@ -1548,6 +1583,9 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 		keel_sched_free(s);
 		return rc;
 	}
+	if (cfg->metrics != NULL &&
+	    keel_metrics_bridge_pool(cfg->metrics, s->pool, "keeld-run") == 0)
+		s->pool_bridged = 1;
 	*out = s;
 	return 0;
 }
@@ -1619,6 +1657,10 @@ void keel_sched_free(struct keel_sched *s)
 	if (s == NULL)
 		return;
 	keel_sched_stop(s, 0);
+	if (s->collecting)
+		keel_metrics_remove_collector(s->cfg.metrics, collect_breakers, s);
+	if (s->pool_bridged)
+		keel_metrics_unbridge_pool(s->cfg.metrics, s->pool);
 	keel_pool_free(s->pool);
 	for (size_t i = 0; i < s->njobs; i++)
 		entry_free(s->jobs[i]);

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 #include <keel/cancel.h>
@@ -24,6 +26,7 @@
 #include <keel/exec.h>
 #include <keel/job.h>
 #include <keel/log.h>
+#include <keel/metrics.h>
 #include <keel/panic.h>
 #include <keel/sched.h>
 #include <keel/store.h>
@@ -567,4 +570,73 @@ TEST(unknown_handler_refused)
 	keel_job_free(j);
 	CHECK_INT(keel_sched_job_state(e.s, "u", NULL, NULL), ==, -ENOENT);
 	env_close(&e, 1);
+}
+
+/* A port nothing listens on: bound, then closed. */
+static int closed_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK_INT(bind(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	CHECK_INT(getsockname(fd, (struct sockaddr *)&a, &len), ==, 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+TEST(metrics_runs_panics_breakers)
+{
+	struct keel_metrics_config mc;
+	struct keel_sched_config sc;
+	struct keel_metrics *m;
+	struct env e;
+	char text[512], want[160], err[512], *buf;
+	int port = closed_port();
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	env_open(&e);
+	keel_metrics_config_init(&mc);
+	CHECK_INT(keel_metrics_new(&mc, &m), ==, 0);
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.log = e.log;
+	sc.metrics = m;
+	if (keel_sched_new(&sc, &e.s, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("sched: %s", err);
+	snprintf(text, sizeof(text),
+		 "{\"name\":\"down\",\"schedule\":\"@manual\","
+		 "\"concurrency\":\"allow\",\"executor\":{\"type\":\"http\","
+		 "\"url\":\"http://127.0.0.1:%d/\",\"timeout\":\"2s\"}}",
+		 port);
+	put(&e, text);
+	put(&e, "{\"name\":\"p\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"panic\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	for (int i = 0; i < 6; i++) /* 5 refusals open the breaker */
+		CHECK_INT(keel_sched_run_now(e.s, "down", NULL), ==, 0);
+	CHECK_INT(keel_sched_run_now(e.s, "p", NULL), ==, 0);
+	wait_final(&e, "down", 6, 20 * SEC);
+	wait_final(&e, "p", 1, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 10 * SEC), ==, 0);
+	CHECK_INT(keel_metrics_render(m, &buf, NULL), ==, 0);
+	snprintf(want, sizeof(want),
+		 "keeld_breaker_state{host=\"http://127.0.0.1:%d\",state=\"open\"} 1",
+		 port);
+	CHECK_CONTAINS(buf, want);
+	CHECK_CONTAINS(buf, "keeld_runs_total{job=\"down\",state=\"failed\"} 6");
+	CHECK_CONTAINS(buf, "keeld_runs_total{job=\"p\",state=\"failed\"} 1");
+	CHECK_CONTAINS(buf, "keeld_panics_recovered_total 1");
+	CHECK_CONTAINS(buf, "keel_pool_tasks_submitted_total{pool=\"keeld-run\"} 7");
+	CHECK_CONTAINS(buf, "keeld_queue_depth 0");
+	free(buf);
+	env_close(&e, 1);
+	keel_metrics_free(m);
 }
