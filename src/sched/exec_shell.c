@@ -697,6 +697,24 @@ static void close_from(int lo, int hi, int max_fd)
 		close(fd);
 }
 
+/*
+ * glibc refuses sigaction on the two signals it keeps for itself (32 and
+ * 33 on Linux), but an ignored disposition of them, inherited from
+ * whatever started keeld, would survive execve into the job. The system
+ * call resets them (SIG_DFL needs no restorer).
+ */
+static void reset_reserved(int sig)
+{
+	struct {
+		void (*handler)(int);
+		unsigned long flags;
+		void (*restorer)(void);
+		uint64_t mask;
+	} ksa = { SIG_DFL, 0, NULL, 0 };
+
+	(void)syscall(SYS_rt_sigaction, sig, &ksa, NULL, sizeof(ksa.mask));
+}
+
 __attribute__((noreturn)) static void child_run(const struct spawn *sp)
 {
 	struct sigaction sa;
@@ -709,9 +727,12 @@ __attribute__((noreturn)) static void child_run(const struct spawn *sp)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
 	sigemptyset(&sa.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			sigaction(sig, &sa, NULL); /* EINVAL for glibc's own */
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (sigaction(sig, &sa, NULL) != 0 && errno == EINVAL)
+			reset_reserved(sig);
+	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
