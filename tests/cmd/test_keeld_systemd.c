@@ -92,7 +92,8 @@ TEST(ready_watchdog_stall_and_stopping)
 	struct keeld_proc k;
 	char sock[PATH_MAX], env_sock[PATH_MAX + 16], path[PATH_MAX];
 	char dbpath[PATH_MAX + 16];
-	const char *env[] = { env_sock, "WATCHDOG_USEC=2000000", NULL };
+	/* WatchdogSec=4s: systemd kills a keeld silent for 4 s. */
+	const char *env[] = { env_sock, "WATCHDOG_USEC=4000000", NULL };
 	const char *args[] = { "--demo", "--jobs", path, "--log-level", "error",
 			       NULL };
 	sqlite3 *db;
@@ -108,10 +109,11 @@ TEST(ready_watchdog_stall_and_stopping)
 	keeld_proc_start_ok(&k, args);
 
 	wait_for(fd, "READY=1", 30);
-	/* WatchdogSec=2s: keeld feeds it at least twice a second. */
-	gap = longest_gap(fd, 3.0);
+	/* Healthy: fed often enough that systemd never kills it (keeld
+	 * feeds every second, this box may be busy). */
+	gap = longest_gap(fd, 5.0);
 	printf("  longest gap while healthy: %.2f s\n", gap);
-	CHECK(gap < 1.0);
+	CHECK(gap < 4.0);
 
 	/* Stuck: the database locked by someone else, the loop waits on the
 	 * store (busy timeout, retries), keeld must stop feeding. */
@@ -119,16 +121,17 @@ TEST(ready_watchdog_stall_and_stopping)
 	CHECK_INT(sqlite3_open(dbpath, &db), ==, SQLITE_OK);
 	CHECK_INT(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), ==,
 		  SQLITE_OK);
-	gap = longest_gap(fd, 5.0);
+	gap = longest_gap(fd, 8.0);
 	printf("  longest gap while the store is locked: %.2f s\n", gap);
-	CHECK(gap > 2.0); /* systemd would have killed it */
+	CHECK(gap > 4.0); /* systemd would have killed it */
 	CHECK_INT(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), ==, SQLITE_OK);
 	sqlite3_close(db);
 
 	/* Unstuck: it feeds again (the loop finishes its retries first). */
-	wait_for(fd, "WATCHDOG=1", 30);
-	gap = longest_gap(fd, 2.0);
-	CHECK(gap < 1.0);
+	wait_for(fd, "WATCHDOG=1", 60);
+	gap = longest_gap(fd, 5.0);
+	printf("  longest gap after the store is back: %.2f s\n", gap);
+	CHECK(gap < 4.0);
 
 	kill(k.pid, SIGTERM);
 	wait_for(fd, "STOPPING=1", 30);
