@@ -701,7 +701,8 @@ static void close_from(int lo, int hi, int max_fd)
  * glibc refuses sigaction on the two signals it keeps for itself (32 and
  * 33 on Linux), but an ignored disposition of them, inherited from
  * whatever started keeld, would survive execve into the job. The system
- * call resets them (SIG_DFL needs no restorer).
+ * call resets them (SIG_DFL needs no restorer), right before execve:
+ * glibc's setuid may signal 33 to the threads it believes exist.
  */
 static void reset_reserved(int sig)
 {
@@ -727,12 +728,9 @@ __attribute__((noreturn)) static void child_run(const struct spawn *sp)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
 	sigemptyset(&sa.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		if (sigaction(sig, &sa, NULL) != 0 && errno == EINVAL)
-			reset_reserved(sig);
-	}
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &sa, NULL); /* EINVAL for glibc's own */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
@@ -760,6 +758,9 @@ __attribute__((noreturn)) static void child_run(const struct spawn *sp)
 	 * rights. */
 	if (chdir(sp->dir) < 0)
 		child_fail(sp->rep_fd, STEP_CHDIR, errno);
+	/* Only now: setuid and friends may use glibc's own signals. */
+	reset_reserved(32);
+	reset_reserved(33);
 	execve(sp->file, sp->argv, sp->envp);
 	child_fail(sp->rep_fd, STEP_EXEC, errno);
 }
