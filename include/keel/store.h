@@ -91,6 +91,39 @@ KEEL_API int keel_store_sqlite_open(const char *dir,
 				    struct keel_store **out, char *err,
 				    size_t errlen);
 
+/*
+ * keel_store_pg_open - opens the store in the PostgreSQL database that
+ * conninfo names (libpq's "host=... dbname=..." or a postgresql:// URI;
+ * what it leaves out comes from libpq's PG* environment variables; a
+ * connect_timeout of 10 s unless it says otherwise). The database must
+ * exist and be UTF8-encoded (-EIO otherwise); the tables (jobs, runs,
+ * events, schema_version) are made in the first schema of the session's
+ * search_path, so a database shared with other programs can keep keel's
+ * apart with "options=-csearch_path=keel". The schema is created or
+ * migrated as with SQLite, each step in one transaction with its version
+ * number, under an advisory lock, so keelds starting together migrate
+ * once; a database written by a newer keeld is refused (-EPROTO).
+ *
+ * Several stores may be open on one database, in this process or in
+ * others (the nodes of a cluster): there is no lock as with SQLite's data
+ * directory; each call is one transaction, and the rules above (unique
+ * ticks, run states) hold between stores too. A store keeps up to 4
+ * connections, opened as calls need them, and reconnects by itself: a
+ * call that meets a broken connection fails with -EIO and the next one
+ * reconnects. cfg (NULL = defaults): busy_timeout is the session's
+ * lock_timeout (a call waiting that long for a row another transaction
+ * holds fails with -EBUSY, as do deadlocks and serialization failures);
+ * sync_full sets synchronous_commit = on, else the server's setting
+ * holds. err (may be NULL) gets the reason of a failed open (-EIO for a
+ * server that cannot be reached, -EPROTO, -EINVAL, -ENOMEM); it never
+ * shows conninfo, which may hold a password. The connections' sockets are
+ * close-on-exec; a child made by fork must not use the store.
+ */
+KEEL_API int keel_store_pg_open(const char *conninfo,
+				const struct keel_store_config *cfg,
+				struct keel_store **out, char *err,
+				size_t errlen);
+
 /* Closes the store and releases the directory lock. NULL is a no-op. */
 KEEL_API void keel_store_close(struct keel_store *st);
 
