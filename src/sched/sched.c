@@ -1172,10 +1172,55 @@ static void cancel_active(struct keel_sched *s, struct entry *e,
 	}
 }
 
+struct one_tick {
+	struct keel_store_tick *tk;
+};
+
+static int st_tick_one(struct keel_store *st, void *a)
+{
+	return keel_store_ticks(st, ((struct one_tick *)a)->tk, 1);
+}
+
+/*
+ * The batch was refused because a tick exists: stores each job's ticks on
+ * their own; ok[i] says which went in. A job whose tick exists takes its
+ * last_tick from the store and moves on. 0, or the first other error.
+ */
+static int tick_one_by_one(struct keel_sched *s, struct batch *b, char *ok)
+{
+	int first = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct one_tick a = { &b->ticks[i] };
+		struct keel_store_job sj;
+		struct entry *e = b->who[i];
+		int rc = store_do(s, st_tick_one, &a);
+
+		ok[i] = rc == 0;
+		if (rc == -EEXIST &&
+		    keel_store_job_get(s->cfg.store, e->name, &sj) == 0) {
+			keel_log_warn(s->log, MOD,
+				      "tick already stored: another keeld may "
+				      "be using this store",
+				      KEEL_STR("job", e->name),
+				      KEEL_INT("last_tick", sj.last_tick));
+			if (sj.last_tick > e->last_tick) {
+				e->last_tick = sj.last_tick;
+				e->next = entry_next(e);
+			}
+			keel_store_job_clear(&sj);
+		} else if (rc != 0 && first == 0) {
+			first = rc;
+		}
+	}
+	return first;
+}
+
 /* Under s->mu: materialises every due tick in one transaction. */
 static void tick_pass(struct keel_sched *s, int64_t now)
 {
 	struct batch b;
+	char *ok = NULL;
 	int rc = 0;
 
 	memset(&b, 0, sizeof(b));
@@ -1194,6 +1239,13 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 	}
 	if (rc == 0 && b.n > 0)
 		rc = store_do(s, st_ticks, &b);
+	if (rc == -EEXIST) {
+		/* Some tick is stored already: another keeld writes to this
+		 * store, or the clock went back. Job by job, so the others
+		 * still tick. */
+		ok = calloc(b.n, 1);
+		rc = ok != NULL ? tick_one_by_one(s, &b, ok) : -ENOMEM;
+	}
 	if (rc != 0) {
 		if (b.n > 0)
 			keel_log_error(s->log, MOD,
@@ -1201,12 +1253,17 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 				       KEEL_INT("code", rc),
 				       KEEL_STR("store", keel_store_errmsg(
 							       s->cfg.store)));
-		batch_free(&b);
-		return;
+		if (ok == NULL) { /* nothing went in */
+			batch_free(&b);
+			return;
+		}
 	}
 	for (size_t i = 0; i < b.n; i++) {
 		struct entry *e = b.who[i];
 		struct keel_store_tick *tk = &b.ticks[i];
+
+		if (ok != NULL && !ok[i])
+			continue;
 		size_t skipped = 0, queued = 0;
 		int replaced = 0;
 
@@ -1249,6 +1306,7 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 		}
 	}
 	batch_free(&b);
+	free(ok);
 }
 
 /* ---- results the store refused, history --------------------------------- */

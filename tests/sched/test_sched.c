@@ -640,3 +640,48 @@ TEST(metrics_runs_panics_breakers)
 	env_close(&e, 1);
 	keel_metrics_free(m);
 }
+
+/* Two schedulers on one store (two keelds pointed at one database by
+ * mistake): a tick the other stored is refused (-EEXIST) and skipped, the
+ * other jobs go on ticking, and no tick runs twice. */
+TEST(second_scheduler_on_the_store_ticks_nothing_twice)
+{
+	struct keel_sched_config sc;
+	struct keel_sched *s2;
+	struct env e;
+	struct keel_run *r;
+	char err[512];
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"t\",\"schedule\":\"@every 1s\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}");
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.log = e.log;
+	sc.node = "other";
+	sc.workers = 2;
+	if (keel_sched_new(&sc, &s2, err, sizeof(err)) != 0)
+		KEEL_TEST_FAIL("sched: %s", err);
+	/* The second ticks while the first, loaded before, waits: the
+	 * first's idea of last_tick is then stale, its first ticks are
+	 * refused, and it must take the store's and go on. */
+	CHECK_INT(keel_sched_start(s2), ==, 0);
+	wait_final(&e, "t", 3, 15 * SEC);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	usleep(1500000); /* both tick */
+	keel_sched_free(s2);
+	n = runs_of(&e, "t", &r);
+	wait_final(&e, "t", n + 2, 10 * SEC); /* the first ticks alone */
+	keel_sched_stop(e.s, 5 * SEC);
+	keel_store_runs_free(r, n);
+	n = runs_of(&e, "t", &r);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_STR(keel_run_state_name(r[i].state), "succeeded");
+		if (i > 0)
+			CHECK_INT(r[i].scheduled_at - r[i - 1].scheduled_at, ==, 1000);
+	}
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
