@@ -89,6 +89,11 @@ KEEL_API void keel_run_clear(struct keel_run *r);
 /* Frees r and what it owns; NULL is a no-op. */
 KEEL_API void keel_run_free(struct keel_run *r);
 
+/* A time in ms as runs show it: an RFC 3339 UTC string with milliseconds
+ * ("2026-11-26T02:30:00.000Z"), JSON null for 0 or less. A new reference;
+ * NULL when out of memory. */
+KEEL_API json_t *keel_run_time_json(int64_t ms);
+
 /* r as a new JSON object (see above); NULL when out of memory. */
 KEEL_API json_t *keel_run_to_json(const struct keel_run *r);
 

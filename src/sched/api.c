@@ -19,7 +19,6 @@
 #include <keel/job.h>
 #include <keel/run.h>
 
-#include "../obs/json.h"
 
 struct keel_api {
 	struct keel_api_config cfg;
@@ -40,19 +39,6 @@ const char *keel_api_dashboard(size_t *len)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static json_t *time_json(int64_t ms)
-{
-	struct timespec ts;
-	char buf[25];
-
-	if (ms <= 0)
-		return json_null();
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	keel__rfc3339(&ts, buf);
-	return json_string(buf);
-}
-
 static json_t *id_json(int64_t id)
 {
 	char buf[24];
@@ -63,12 +49,17 @@ static json_t *id_json(int64_t id)
 	return json_string(buf);
 }
 
-/* Answers a failed scheduler or store call. */
-static void answer_rc(struct keel_http_resp *rs, int rc, const char *what)
+/* Answers a failed scheduler or store call about what (named name, or
+ * NULL for a collection). */
+static void answer_rc(struct keel_http_resp *rs, int rc, const char *what,
+		      const char *name)
 {
 	switch (rc) {
 	case -ENOENT:
-		keel_http_errorf(rs, 404, "%s not found", what);
+		if (name != NULL)
+			keel_http_errorf(rs, 404, "%s '%s' not found", what, name);
+		else
+			keel_http_errorf(rs, 404, "%s not found", what);
 		break;
 	case -EAGAIN:
 	case -EBUSY:
@@ -168,10 +159,10 @@ static json_t *job_view(struct keel_api *a, const struct keel_store_job *sj)
 	json_object_set_new(v, "paused", json_boolean(sj->paused));
 	json_object_set_new(v, "next_run_at",
 			    next == KEEL_CRON_NEVER ? json_null()
-						    : time_json(next * 1000));
+						    : keel_run_time_json(next * 1000));
 	json_object_set_new(v, "running", json_integer(active));
-	json_object_set_new(v, "created_at", time_json(sj->created_at));
-	json_object_set_new(v, "updated_at", time_json(sj->updated_at));
+	json_object_set_new(v, "created_at", keel_run_time_json(sj->created_at));
+	json_object_set_new(v, "updated_at", keel_run_time_json(sj->updated_at));
 	memset(&q, 0, sizeof(q));
 	q.job = sj->job->name;
 	q.limit = 1;
@@ -196,7 +187,7 @@ static void answer_job(struct keel_api *a, struct keel_http_resp *rs,
 	int rc = keel_store_job_get(a->cfg.store, name, &sj);
 
 	if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", name);
 		return;
 	}
 	send_json(rs, status, job_view(a, &sj));
@@ -232,14 +223,14 @@ static void post_job(struct keel_http_req *rq, struct keel_http_resp *rs,
 		return;
 	}
 	if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", NULL); /* -ENOMEM */
 		return;
 	}
 	rc = keel_sched_job_put(a->cfg.sched, j, &res, err, sizeof(err));
 	if (rc == -EINVAL) {
 		keel_http_error(rs, 400, err);
 	} else if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", j->name);
 	} else {
 		keel_http_set_header(rs, "X-Keel-Result",
 				     res == KEEL_STORE_CREATED    ? "created"
@@ -262,7 +253,7 @@ static void list_jobs(struct keel_http_req *rq, struct keel_http_resp *rs,
 	(void)rq;
 	rc = keel_store_job_list(a->cfg.store, &jobs, &n);
 	if (rc != 0) {
-		answer_rc(rs, rc, "jobs");
+		answer_rc(rs, rc, "jobs", NULL);
 		return;
 	}
 	arr = json_array();
@@ -292,7 +283,7 @@ static void delete_job(struct keel_http_req *rq, struct keel_http_resp *rs,
 	int rc = keel_sched_job_delete(a->cfg.sched, keel_http_param(rq, "name"));
 
 	if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", keel_http_param(rq, "name"));
 		return;
 	}
 	keel_http_status(rs, 204);
@@ -308,7 +299,7 @@ static void run_job(struct keel_http_req *rq, struct keel_http_resp *rs,
 	memset(&r, 0, sizeof(r));
 	rc = keel_sched_run_now(a->cfg.sched, keel_http_param(rq, "name"), &r);
 	if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", keel_http_param(rq, "name"));
 		return;
 	}
 	send_json(rs, 202, keel_run_to_json(&r));
@@ -323,7 +314,7 @@ static void pause_job(struct keel_http_req *rq, struct keel_http_resp *rs,
 	int rc = keel_sched_job_pause(a->cfg.sched, name, paused);
 
 	if (rc != 0) {
-		answer_rc(rs, rc, "job");
+		answer_rc(rs, rc, "job", name);
 		return;
 	}
 	answer_job(a, rs, name, 200);
@@ -359,7 +350,7 @@ static void answer_runs(struct keel_api *a, struct keel_http_req *rq,
 
 		rc = keel_store_job_get(a->cfg.store, job, &sj);
 		if (rc != 0) {
-			answer_rc(rs, rc, "job");
+			answer_rc(rs, rc, "job", keel_http_param(rq, "name"));
 			return;
 		}
 		keel_store_job_clear(&sj);
@@ -367,7 +358,7 @@ static void answer_runs(struct keel_api *a, struct keel_http_req *rq,
 	q.job = job;
 	rc = keel_store_run_list(a->cfg.store, &q, &runs, &n);
 	if (rc != 0) {
-		answer_rc(rs, rc, "runs");
+		answer_rc(rs, rc, "runs", NULL);
 		return;
 	}
 	arr = json_array();
@@ -411,12 +402,13 @@ static void get_run(struct keel_http_req *rq, struct keel_http_resp *rs,
 	int rc;
 
 	if (id == 0) {
-		keel_http_error(rs, 404, "run not found");
+		keel_http_errorf(rs, 404, "run '%s' not found",
+				 keel_http_param(rq, "id"));
 		return;
 	}
 	rc = keel_store_run_get(a->cfg.store, id, &r);
 	if (rc != 0) {
-		answer_rc(rs, rc, "run");
+		answer_rc(rs, rc, "run", keel_http_param(rq, "id"));
 		return;
 	}
 	send_json(rs, 200, keel_run_to_json(&r));
@@ -432,7 +424,8 @@ static void cancel_run(struct keel_http_req *rq, struct keel_http_resp *rs,
 	int rc;
 
 	if (id == 0) {
-		keel_http_error(rs, 404, "run not found");
+		keel_http_errorf(rs, 404, "run '%s' not found",
+				 keel_http_param(rq, "id"));
 		return;
 	}
 	rc = keel_sched_run_cancel(a->cfg.sched, id);
@@ -441,12 +434,12 @@ static void cancel_run(struct keel_http_req *rq, struct keel_http_resp *rs,
 		return;
 	}
 	if (rc != 0 && rc != -EAGAIN) {
-		answer_rc(rs, rc, "run");
+		answer_rc(rs, rc, "run", keel_http_param(rq, "id"));
 		return;
 	}
 	rc = keel_store_run_get(a->cfg.store, id, &r);
 	if (rc != 0) {
-		answer_rc(rs, rc, "run");
+		answer_rc(rs, rc, "run", keel_http_param(rq, "id"));
 		return;
 	}
 	send_json(rs, 200, keel_run_to_json(&r));
@@ -469,14 +462,14 @@ static void list_events(struct keel_http_req *rq, struct keel_http_resp *rs,
 		return;
 	rc = keel_store_event_list(a->cfg.store, before, limit, &ev, &n);
 	if (rc != 0) {
-		answer_rc(rs, rc, "events");
+		answer_rc(rs, rc, "events", NULL);
 		return;
 	}
 	arr = json_array();
 	for (size_t i = 0; arr != NULL && i < n; i++) {
 		json_t *v = json_pack(
 			"{s:o,s:o,s:s,s:s,s:o,s:o,s:s}", "id", id_json(ev[i].id),
-			"at", time_json(ev[i].at), "level",
+			"at", keel_run_time_json(ev[i].at), "level",
 			ev[i].level ? ev[i].level : "info", "kind",
 			ev[i].kind ? ev[i].kind : "", "job",
 			ev[i].job ? json_string(ev[i].job) : json_null(),
@@ -527,7 +520,7 @@ static void status(struct keel_http_req *rq, struct keel_http_resp *rs,
 	o = json_pack("{s:s,s:s,s:o,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:b}",
 		      "version", KEEL_VERSION_STRING, "node",
 		      keel_sched_node(a->cfg.sched), "started_at",
-		      time_json(st.started_at), "uptime_s",
+		      keel_run_time_json(st.started_at), "uptime_s",
 		      (json_int_t)((int64_t)now.tv_sec - st.started_at / 1000),
 		      "store", a->store_desc, "jobs", (json_int_t)st.jobs,
 		      "queued", (json_int_t)st.queued, "running",

@@ -231,14 +231,15 @@ static int handler_get(struct keel_executor *ex, const char *name,
  * Text helpers
  * ------------------------------------------------------------------------ */
 
-/* Makes s valid UTF-8 in place: each byte that does not belong to a valid
- * sequence becomes '?'. The run's error goes into JSON (keel_run_to_json),
- * which refuses invalid UTF-8, and a handler may write anything. */
-static void clean_text(char *s)
+/* Makes s one line of valid UTF-8 in place (exec_internal.h). */
+void keel__exec_clean_line(char *s)
 {
 	unsigned char *p = (unsigned char *)s;
 	size_t n = strlen(s), i = 0;
 
+	while (n > 0 &&
+	       (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
+		p[--n] = '\0';
 	while (i < n) {
 		size_t k;
 
@@ -461,7 +462,7 @@ int keel_exec_run(struct keel_executor *ex, const struct keel_job *j,
 			 rc == -ENOMEM ? "out of memory" : keel_strerror(rc));
 	/* Whatever an executor wrote (a path, a program's words, a cut
 	 * message), it is stored and shown as JSON: one valid line. */
-	clean_text(res->error);
+	keel__exec_clean_line(res->error);
 	return rc;
 }
 

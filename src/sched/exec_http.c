@@ -116,41 +116,13 @@ static char *clean_output(const char *in, size_t n, int cut, size_t *outlen)
 }
 
 /* src into dst (n > 0 bytes), cut to fit; a character cut in two is
- * mended by clean_line later. */
+ * mended by keel__exec_clean_line later. */
 static void copy_text(char *dst, size_t n, const char *src)
 {
 	size_t len = strnlen(src, n - 1);
 
 	memcpy(dst, src, len);
 	dst[len] = '\0';
-}
-
-/* Makes s one printable line of valid UTF-8 in place: control characters
- * become spaces, bytes outside valid sequences '?'. */
-static void clean_line(char *s)
-{
-	unsigned char *p = (unsigned char *)s;
-	size_t n = strlen(s), i = 0;
-
-	while (n > 0 &&
-	       (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
-		p[--n] = '\0';
-	while (i < n) {
-		size_t k;
-
-		if (p[i] < 0x80) {
-			if (p[i] < 0x20)
-				p[i] = ' ';
-			i++;
-			continue;
-		}
-		k = keel__utf8_len(p + i, n - i);
-		if (k == 0) {
-			p[i++] = '?';
-			continue;
-		}
-		i += k;
-	}
 }
 
 /* ------------------------------------------------------------------------
@@ -746,7 +718,7 @@ static int http_attempt(struct keel_executor *ex, const struct keel_job *j,
 		host_failed = !local_error(cc);
 		snprintf(res->error, sizeof(res->error), "%s",
 			 errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
-		clean_line(res->error); /* before it is kept as last_error */
+		keel__exec_clean_line(res->error); /* before it is kept as last_error */
 	}
 	if (host_failed) {
 		pthread_mutex_lock(&ex->mu);
@@ -767,6 +739,6 @@ int keel__exec_http(struct keel_executor *ex, const struct keel_job *j,
 
 	/* Whatever went into the error (curl's text, a host name, a cut
 	 * message) leaves as one line of valid UTF-8: it is stored as JSON. */
-	clean_line(res->error);
+	keel__exec_clean_line(res->error);
 	return rc;
 }

@@ -34,6 +34,12 @@ int keel__exec_http(struct keel_executor *ex, const struct keel_job *j,
 		    const struct keel_exec_req *req, int64_t deadline,
 		    struct keel_exec_result *res);
 
+/* Makes s one line of valid UTF-8 in place: trailing blanks and newlines
+ * go, other control characters but tab become spaces, bytes outside valid
+ * sequences '?'. A run's error goes into JSON (keel_run_to_json refuses
+ * invalid UTF-8), tables and log lines, and a handler may write anything. */
+void keel__exec_clean_line(char *s);
+
 /* Frees the breaker list (exec_http.c owns the breaker type). */
 void keel__exec_breakers_free(struct keel_executor *ex);
 

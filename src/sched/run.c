@@ -84,8 +84,7 @@ void keel_run_free(struct keel_run *r)
 	free(r);
 }
 
-/* A time in ms as RFC 3339 with milliseconds, or null for 0. */
-static json_t *time_json(int64_t ms)
+json_t *keel_run_time_json(int64_t ms)
 {
 	struct timespec ts;
 	char buf[25];
@@ -121,11 +120,11 @@ json_t *keel_run_to_json(const struct keel_run *r)
 	SET("state", str_or_null(keel_run_state_name(r->state)));
 	SET("trigger", str_or_null(keel_run_trigger_name(r->trigger)));
 	SET("attempt", json_integer(r->attempt));
-	SET("scheduled_at", time_json(r->scheduled_at));
-	SET("created_at", time_json(r->created_at));
-	SET("not_before", time_json(r->not_before));
-	SET("started_at", time_json(r->started_at));
-	SET("finished_at", time_json(r->finished_at));
+	SET("scheduled_at", keel_run_time_json(r->scheduled_at));
+	SET("created_at", keel_run_time_json(r->created_at));
+	SET("not_before", keel_run_time_json(r->not_before));
+	SET("started_at", keel_run_time_json(r->started_at));
+	SET("finished_at", keel_run_time_json(r->finished_at));
 	SET("duration_ms",
 	    r->started_at > 0 && r->finished_at >= r->started_at
 		    ? json_integer(r->finished_at - r->started_at)

@@ -581,9 +581,9 @@ TEST(not_found_404)
 	up(&k, NULL);
 	put_shell_job(&k, "there", "\"/bin/true\"", 201);
 	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
-		api_err(&k, paths[i][0], paths[i][1], NULL, 404, "job not found");
+		api_err(&k, paths[i][0], paths[i][1], NULL, 404, "' not found");
 	for (i = 0; i < sizeof(runs) / sizeof(runs[0]); i++)
-		api_err(&k, runs[i][0], runs[i][1], NULL, 404, "run not found");
+		api_err(&k, runs[i][0], runs[i][1], NULL, 404, "run '");
 	api_err(&k, "GET", "/v1/nothing", NULL, 404, NULL);
 	api_err(&k, "GET", "/v1/jobs/there/nothing", NULL, 404, NULL);
 	/* The job that exists was not touched. */
@@ -816,11 +816,11 @@ TEST(delete_job_and_its_runs)
 	CHECK_INT(r.status, ==, 204);
 	CHECK_INT(r.len, ==, 0);
 	hres_free(&r);
-	api_err(&k, "GET", "/v1/jobs/gone", NULL, 404, "job not found");
-	api_err(&k, "GET", "/v1/jobs/gone/runs", NULL, 404, "job not found");
+	api_err(&k, "GET", "/v1/jobs/gone", NULL, 404, "job 'gone' not found");
+	api_err(&k, "GET", "/v1/jobs/gone/runs", NULL, 404, "job 'gone' not found");
 	snprintf(path, sizeof(path), "/v1/runs/%lld", id);
-	api_err(&k, "GET", path, NULL, 404, "run not found");
-	api_err(&k, "DELETE", "/v1/jobs/gone", NULL, 404, "job not found");
+	api_err(&k, "GET", path, NULL, 404, "' not found");
+	api_err(&k, "DELETE", "/v1/jobs/gone", NULL, 404, "job 'gone' not found");
 	CHECK_INT(count_jobs(&k), ==, 1);
 	{
 		json_t *l = api(&k, "GET", "/v1/runs", NULL, 200), *x;
