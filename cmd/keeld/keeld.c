@@ -419,6 +419,7 @@ struct daemon {
 	struct keel_api *api;
 	struct keel_http_auth auth;
 	char *token;
+	int started; /* the scheduler ran: stopping drains it */
 	char data_dir[PATH_MAX];
 	char node[256];
 	char store_desc[PATH_MAX + 16];
@@ -609,6 +610,7 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	rc = keel_sched_start(d->sched);
 	if (rc != 0)
 		FAIL(d, "cannot start the scheduler: %s", strerror(-rc));
+	d->started = 1;
 	keel_log_info(d->log, MOD, "keeld started",
 		      KEEL_STR("version", KEEL_VERSION_STRING),
 		      KEEL_STR("listen", d->o.listen),
@@ -626,7 +628,7 @@ static void stop(struct daemon *d)
 {
 	if (d->api != NULL)
 		keel_api_set_draining(d->api);
-	if (d->sched != NULL) {
+	if (d->sched != NULL && d->started) {
 		keel_log_info(d->log, MOD, "draining",
 			      KEEL_INT("timeout_ms", d->o.drain_timeout / KEEL_MSEC));
 		if (keel_sched_stop(d->sched, d->o.drain_timeout) == -ETIMEDOUT)

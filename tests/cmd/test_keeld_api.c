@@ -1479,3 +1479,21 @@ TEST(jobs_file_forms_accepted)
 		down(&k);
 	}
 }
+
+/* The sample jobs file that `make run` starts keeld with is valid and
+ * its in-process jobs find the demo handlers. */
+TEST(sample_jobs_file_of_make_run)
+{
+	struct keeld_proc k;
+	const char *args[] = { "--demo", "--jobs",
+			       KEEL_SOURCE_DIR "/etc/keeld/jobs.json", NULL };
+	json_t *v;
+
+	keeld_proc_init(&k);
+	keeld_proc_start_ok(&k, args);
+	CHECK_INT(count_jobs(&k), ==, 7);
+	v = api(&k, "GET", "/v1/jobs/nightly-backup", NULL, 200);
+	CHECK_STR(str(v, "timezone"), "Europe/Berlin");
+	json_decref(v);
+	down(&k);
+}
