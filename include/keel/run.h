@@ -82,6 +82,8 @@ struct keel_run {
 	char *output;	      /* captured tail, NULL = none */
 	char trace_id[33];    /* 32 hex digits, "" = none */
 	char *node;	      /* the node that ran it, NULL = none */
+	uint64_t claim;	      /* cluster: the claim token of the node that
+				 runs it (keel/store.h), 0 = none */
 };
 
 /* Frees what r owns (not r itself) and zeroes it; NULL is a no-op. */

@@ -340,6 +340,150 @@ KEEL_API int keel_store_event_list(struct keel_store *st, int64_t before_id,
 				   size_t *n);
 KEEL_API void keel_store_events_free(struct keel_store_event *ev, size_t n);
 
+/* ---- cluster: leadership, nodes, claims, rescue ----------------------- */
+/*
+ * Several keelds (nodes) share one store. One of them, the leader, holds
+ * the lease and materialises ticks; every node claims queued runs and
+ * executes them. Every time below is the store's own clock (the database
+ * server's), never a node's, so nodes with skewed clocks agree; a node
+ * learns it from keel_store_node_beat (*now_ms) and from the lease (now),
+ * and should compute what the store compares with it (a retry's
+ * not_before) on that clock.
+ *
+ *   lease   one row: holder, term, expires_at. A node takes it when it is
+ *           free (never held, released) or expired (expires_at <= now),
+ *           or renews it when it holds it; the term increases at every
+ *           change of holder and is the fencing token:
+ *           keel_store_ticks_fenced and keel_store_rescue are refused
+ *           (-ESTALE) unless the caller's term still holds the lease, so a
+ *           leader that was paused past its lease cannot write ticks or
+ *           rescue after a new leader took over. Their check and their
+ *           writes are one transaction, which a takeover waits for: a new
+ *           leader's term begins after the old one's last write.
+ *   nodes   each node beats (upsert: last_heartbeat, running, tags), for
+ *           GET /v1/cluster.
+ *   claims  keel_store_claim moves queued runs that are due (not_before
+ *           <= now) to running for one node, each with a fresh claim token
+ *           (struct keel_run's claim, never 0), skipping rows other nodes
+ *           are claiming at the same moment (FOR UPDATE SKIP LOCKED),
+ *           never making two running runs of a "forbid" or "replace" job
+ *           (not even when nodes claim at the same moment), and only runs
+ *           whose job's tags are all among the node's tags. A node beats
+ *           its claimed runs (keel_store_runs_beat); a finish
+ *           (keel_store_run_finish, keel_store_runs_finish) that carries a
+ *           claim token (run->claim != 0) is refused with -ESTALE unless
+ *           the row still has that token: a node presumed dead that comes
+ *           back cannot overwrite a rescued run. A finish with claim 0 is
+ *           not checked (one node; an operator's cancel).
+ *   rescue  the leader turns running runs whose heartbeat is older than
+ *           stale_ms into crashed, with their retries (decide, as in
+ *           keel_store_recover), in one transaction; their token is reset
+ *           to 0, so the old node's beats and finish are refused.
+ *
+ * The SQLite store implements all of it with the same rules, for the one
+ * keeld that can open its directory (its lease is its own unless it asks
+ * under two names), so keeld has one code path. A store that has no
+ * cluster support answers -ENOTSUP. Besides the errors above: -EINVAL for
+ * a node that is not 1..127 bytes of UTF-8, a ttl, term, stale_ms or max
+ * out of range.
+ */
+
+struct keel_store_lease {
+	char holder[128];   /* the node holding it, "" when nobody does (never
+			       held, or released) */
+	int64_t term;	    /* the holder's term, 0 when never held */
+	int64_t expires_at; /* ms, store clock; the holder leads while
+			       now < expires_at */
+	int64_t now;	    /* ms, store clock at the answer */
+};
+
+/*
+ * Takes or renews the lease for node until now + ttl_ms (ttl_ms > 0), if
+ * it is free, expired or node's; *out gets the lease as it stands after
+ * the call either way (out->holder equals node when node leads; else the
+ * other holder, who leads until out->expires_at). A renewal keeps the
+ * term, also when node's own lease had expired and nobody took it
+ * meanwhile. Race-free between stores: of nodes asking at once, one wins.
+ */
+KEEL_API int keel_store_lease_acquire(struct keel_store *st, const char *node,
+				      int64_t ttl_ms,
+				      struct keel_store_lease *out);
+/* Gives the lease up if node holds it at term (a graceful stop: the next
+ * leader need not wait for it to expire, and gets term + 1); -ESTALE when
+ * node did not hold it at term (nothing changed). */
+KEEL_API int keel_store_lease_release(struct keel_store *st, const char *node,
+				      int64_t term);
+
+struct keel_store_node {
+	char *id;
+	int64_t last_heartbeat; /* ms, store clock */
+	int64_t started_at;	/* ms, store clock of its first beat */
+	int running;		/* runs it said it was running */
+	char **tags;
+	size_t n_tags;
+};
+
+/* Records node's heartbeat (and running count and tags: n_tags strings of
+ * UTF-8, not NULL); *now_ms (may be NULL) gets the store clock. */
+KEEL_API int keel_store_node_beat(struct keel_store *st, const char *node,
+				  int running, const char *const *tags,
+				  size_t n_tags, int64_t *now_ms);
+/* Every node that ever beat, sorted by id (bytes), into a new array
+ * (keel_store_nodes_free). Nodes that have not beaten for longer than
+ * forget_ms (0 = never) are deleted first. */
+KEEL_API int keel_store_node_list(struct keel_store *st, int64_t forget_ms,
+				  struct keel_store_node **out, size_t *n);
+KEEL_API void keel_store_nodes_free(struct keel_store_node *nodes, size_t n);
+
+/*
+ * Claims up to max (1..1000) queued, due runs for node, whose tags (n_tags
+ * strings) must include every tag of a run's job, in one transaction,
+ * oldest due first; *out (keel_store_runs_free) gets them as they now
+ * are: running, with node, started_at (store clock) and claim set; *n may
+ * be 0. Of a "forbid" or "replace" job, one run at most, and none while
+ * one is running.
+ */
+KEEL_API int keel_store_claim(struct keel_store *st, const char *node,
+			      const char *const *tags, size_t n_tags, int max,
+			      struct keel_run **out, size_t *n);
+
+/* Beats n claimed runs (ids[i] with claims[i], not 0) in one transaction:
+ * rcs[i] is 0, or -ESTALE when run i is no longer running with that claim
+ * (rescued, finished, deleted: the node should stop it). The return value
+ * is 0 or the error that failed the whole call (rcs then all hold it). */
+KEEL_API int keel_store_runs_beat(struct keel_store *st, const int64_t *ids,
+				  const uint64_t *claims, size_t n, int *rcs);
+
+/* keel_store_ticks, fenced: -ESTALE and nothing written unless term holds
+ * the lease (held, not expired) when the transaction begins. */
+KEEL_API int keel_store_ticks_fenced(struct keel_store *st, int64_t term,
+				     struct keel_store_tick *ticks, size_t n);
+
+/*
+ * The leader at term: running runs whose heartbeat is older than stale_ms
+ * (> 0) (or, never beaten, that started longer ago: runs started with
+ * keel_store_run_start, which nobody beats, too) become crashed, with
+ * finished_at now (store clock), error "rescued: node <node> stopped
+ * beating" and claim 0, and decide's retries (as in keel_store_recover),
+ * in one transaction; *n_rescued (may be NULL) gets the count. -ESTALE
+ * and nothing written when term no longer holds the lease.
+ */
+KEEL_API int keel_store_rescue(struct keel_store *st, int64_t term,
+			       int64_t stale_ms,
+			       int (*decide)(const struct keel_run *crashed,
+					     struct keel_run *next, void *ud),
+			       void *ud, size_t *n_rescued);
+
+/* keel_store_recover for one node of a cluster, at its start: only the
+ * running runs of node (run->node) become crashed; the other nodes' runs
+ * are theirs, or the leader's to rescue. */
+KEEL_API int keel_store_recover_node(struct keel_store *st, const char *node,
+				     int64_t now_ms,
+				     int (*decide)(const struct keel_run *crashed,
+						   struct keel_run *next,
+						   void *ud),
+				     void *ud, size_t *n_crashed);
+
 #ifdef __cplusplus
 }
 #endif

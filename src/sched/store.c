@@ -233,6 +233,102 @@ int keel__store_job_decode(const struct keel_store *st, const char *name,
 	return 0;
 }
 
+int keel__store_tags_json(const struct keel_store *st,
+			  const char *const *tags, size_t n, char **out)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	*out = NULL;
+	if (a == NULL)
+		goto oom;
+	for (i = 0; i < n; i++) {
+		/* json_string refuses what is not UTF-8. */
+		json_t *v = json_string(tags[i]);
+
+		if (v == NULL) {
+			json_decref(a);
+			keel__store_errf(st, "tag %zu is not valid UTF-8", i);
+			return -EINVAL;
+		}
+		if (json_array_append_new(a, v) != 0) {
+			json_decref(a);
+			goto oom;
+		}
+	}
+	*out = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	if (*out != NULL)
+		return 0;
+oom:
+	keel__store_errf(st, "out of memory");
+	return -ENOMEM;
+}
+
+void keel__store_tags_free(char **tags, size_t n)
+{
+	if (tags == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(tags[i]);
+	free(tags);
+}
+
+int keel__store_tags_parse(const struct keel_store *st, const char *text,
+			   char ***tags, size_t *n)
+{
+	json_error_t je;
+	json_t *a;
+	char **v;
+	size_t i, len;
+
+	*tags = NULL;
+	*n = 0;
+	if (text == NULL)
+		return 0;
+	a = json_loads(text, 0, &je);
+	if (a == NULL || !json_is_array(a)) {
+		json_decref(a);
+		keel__store_errf(st, "stored tags are not a JSON array: %.64s",
+				 text);
+		return -EIO;
+	}
+	len = json_array_size(a);
+	if (len == 0) {
+		json_decref(a);
+		return 0;
+	}
+	v = calloc(len, sizeof(*v));
+	if (v == NULL) {
+		json_decref(a);
+		keel__store_errf(st, "out of memory");
+		return -ENOMEM;
+	}
+	for (i = 0; i < len; i++) {
+		const char *t = json_string_value(json_array_get(a, i));
+
+		if (t == NULL) {
+			keel__store_tags_free(v, len);
+			json_decref(a);
+			keel__store_errf(st, "stored tags are not strings: "
+					     "%.64s",
+					 text);
+			return -EIO;
+		}
+		v[i] = strdup(t);
+		if (v[i] == NULL) {
+			keel__store_tags_free(v, len);
+			json_decref(a);
+			keel__store_errf(st, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	json_decref(a);
+	*tags = v;
+	*n = len;
+	return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Config and frees
  * ------------------------------------------------------------------------ */
@@ -270,6 +366,17 @@ void keel_store_runs_free(struct keel_run *runs, size_t n)
 	for (size_t i = 0; i < n; i++)
 		keel_run_clear(&runs[i]);
 	free(runs);
+}
+
+void keel_store_nodes_free(struct keel_store_node *nodes, size_t n)
+{
+	if (nodes == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(nodes[i].id);
+		keel__store_tags_free(nodes[i].tags, nodes[i].n_tags);
+	}
+	free(nodes);
 }
 
 void keel_store_events_free(struct keel_store_event *ev, size_t n)
@@ -356,13 +463,10 @@ int keel_store_job_list(struct keel_store *st, struct keel_store_job **out,
 	return st->ops->job_list(st, out, n);
 }
 
-int keel_store_ticks(struct keel_store *st, struct keel_store_tick *ticks,
-		     size_t n)
+/* keel_store_ticks's checks of a batch of n > 0 ticks. */
+static int ticks_check(struct keel_store *st,
+		       const struct keel_store_tick *ticks, size_t n)
 {
-	if (st == NULL)
-		return -EINVAL;
-	if (n == 0)
-		return 0;
 	if (ticks == NULL)
 		return inval(st, "ticks: ticks is NULL");
 	for (size_t i = 0; i < n; i++) {
@@ -387,6 +491,21 @@ int keel_store_ticks(struct keel_store *st, struct keel_store_tick *ticks,
 			}
 		}
 	}
+	return 0;
+}
+
+int keel_store_ticks(struct keel_store *st, struct keel_store_tick *ticks,
+		     size_t n)
+{
+	int rc;
+
+	if (st == NULL)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	rc = ticks_check(st, ticks, n);
+	if (rc != 0)
+		return rc;
 	return st->ops->ticks(st, ticks, n);
 }
 
@@ -549,7 +668,7 @@ int keel_store_recover(struct keel_store *st, int64_t now_ms,
 		*n_crashed = 0;
 	if (st == NULL)
 		return -EINVAL;
-	return st->ops->recover(st, now_ms, decide, ud,
+	return st->ops->recover(st, NULL, now_ms, decide, ud,
 				n_crashed ? n_crashed : &dummy);
 }
 
@@ -609,4 +728,250 @@ int keel_store_event_list(struct keel_store *st, int64_t before_id, int limit,
 	if (before_id < 0)
 		return inval(st, "event_list: before_id must be >= 0");
 	return st->ops->event_list(st, before_id, limit, out, n);
+}
+
+/* ------------------------------------------------------------------------
+ * The cluster
+ * ------------------------------------------------------------------------ */
+
+static int unsupported(const struct keel_store *st, const char *what)
+{
+	keel__store_errf(st, "%s: the %s store has no cluster support", what,
+			 st->ops->name);
+	return -ENOTSUP;
+}
+
+/* A node's name: 1..KEEL__STORE_NODE_MAX bytes of UTF-8 (it is compared
+ * as it is, so it cannot be cleaned as texts are). */
+static int check_node(const struct keel_store *st, const char *what,
+		      const char *node)
+{
+	const char *clean;
+	char *tmp = NULL;
+	size_t len;
+
+	if (node == NULL || node[0] == '\0') {
+		keel__store_errf(st, "%s: a node name is required", what);
+		return -EINVAL;
+	}
+	len = strlen(node);
+	if (len > KEEL__STORE_NODE_MAX) {
+		keel__store_errf(st, "%s: node name of %zu bytes (at most %d)",
+				 what, len, KEEL__STORE_NODE_MAX);
+		return -EINVAL;
+	}
+	if (keel__store_utf8(node, &clean, &tmp) != 0) {
+		keel__store_errf(st, "out of memory");
+		return -ENOMEM;
+	}
+	free(tmp);
+	if (tmp != NULL) {
+		keel__store_errf(st, "%s: node name is not valid UTF-8", what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* tags as JSON for an engine; a NULL tag is -EINVAL. */
+static int tags_arg(const struct keel_store *st, const char *what,
+		    const char *const *tags, size_t n, char **json)
+{
+	*json = NULL;
+	if (n > 0 && tags == NULL) {
+		keel__store_errf(st, "%s: n_tags without tags", what);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (tags[i] == NULL) {
+			keel__store_errf(st, "%s: tag %zu is NULL", what, i);
+			return -EINVAL;
+		}
+	}
+	return keel__store_tags_json(st, tags, n, json);
+}
+
+int keel_store_lease_acquire(struct keel_store *st, const char *node,
+			     int64_t ttl_ms, struct keel_store_lease *out)
+{
+	int rc;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (st == NULL)
+		return -EINVAL;
+	if (out == NULL)
+		return inval(st, "lease_acquire: out is NULL");
+	if ((rc = check_node(st, "lease_acquire", node)) != 0)
+		return rc;
+	if (ttl_ms <= 0 || ttl_ms > INT64_C(86400000) * 365)
+		return inval(st, "lease_acquire: ttl_ms must be > 0 (and under "
+				 "a year)");
+	if (st->ops->lease_acquire == NULL)
+		return unsupported(st, "lease_acquire");
+	return st->ops->lease_acquire(st, node, ttl_ms, out);
+}
+
+int keel_store_lease_release(struct keel_store *st, const char *node,
+			     int64_t term)
+{
+	int rc;
+
+	if (st == NULL)
+		return -EINVAL;
+	if ((rc = check_node(st, "lease_release", node)) != 0)
+		return rc;
+	if (term <= 0)
+		return inval(st, "lease_release: term must be > 0");
+	if (st->ops->lease_release == NULL)
+		return unsupported(st, "lease_release");
+	return st->ops->lease_release(st, node, term);
+}
+
+int keel_store_node_beat(struct keel_store *st, const char *node, int running,
+			 const char *const *tags, size_t n_tags,
+			 int64_t *now_ms)
+{
+	int64_t dummy;
+	char *json = NULL;
+	int rc;
+
+	if (now_ms != NULL)
+		*now_ms = 0;
+	if (st == NULL)
+		return -EINVAL;
+	if ((rc = check_node(st, "node_beat", node)) != 0)
+		return rc;
+	if (running < 0)
+		return inval(st, "node_beat: running must be >= 0");
+	if (st->ops->node_beat == NULL)
+		return unsupported(st, "node_beat");
+	if ((rc = tags_arg(st, "node_beat", tags, n_tags, &json)) != 0)
+		return rc;
+	rc = st->ops->node_beat(st, node, running, json,
+				now_ms ? now_ms : &dummy);
+	free(json);
+	return rc;
+}
+
+int keel_store_node_list(struct keel_store *st, int64_t forget_ms,
+			 struct keel_store_node **out, size_t *n)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (n != NULL)
+		*n = 0;
+	if (st == NULL)
+		return -EINVAL;
+	if (out == NULL || n == NULL)
+		return inval(st, "node_list: out and n are required");
+	if (forget_ms < 0)
+		return inval(st, "node_list: forget_ms must be >= 0");
+	if (st->ops->node_list == NULL)
+		return unsupported(st, "node_list");
+	return st->ops->node_list(st, forget_ms, out, n);
+}
+
+int keel_store_claim(struct keel_store *st, const char *node,
+		     const char *const *tags, size_t n_tags, int max,
+		     struct keel_run **out, size_t *n)
+{
+	char *json = NULL;
+	int rc;
+
+	if (out != NULL)
+		*out = NULL;
+	if (n != NULL)
+		*n = 0;
+	if (st == NULL)
+		return -EINVAL;
+	if (out == NULL || n == NULL)
+		return inval(st, "claim: out and n are required");
+	if ((rc = check_node(st, "claim", node)) != 0)
+		return rc;
+	if (max < 1 || max > KEEL__STORE_CLAIM_MAX)
+		return inval(st, "claim: max must be 1..1000");
+	if (st->ops->claim == NULL)
+		return unsupported(st, "claim");
+	if ((rc = tags_arg(st, "claim", tags, n_tags, &json)) != 0)
+		return rc;
+	rc = st->ops->claim(st, node, json, max, out, n);
+	free(json);
+	return rc;
+}
+
+int keel_store_runs_beat(struct keel_store *st, const int64_t *ids,
+			 const uint64_t *claims, size_t n, int *rcs)
+{
+	if (st == NULL)
+		return -EINVAL;
+	if (n > 0 && (ids == NULL || claims == NULL || rcs == NULL))
+		return inval(st, "runs_beat: ids, claims and rcs are required");
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] <= 0 || claims[i] == 0 ||
+		    claims[i] > (uint64_t)INT64_MAX)
+			return inval(st, "runs_beat: ids must be > 0, claims "
+					 "a claim's token (not 0)");
+	if (st->ops->runs_beat == NULL)
+		return unsupported(st, "runs_beat");
+	if (n == 0)
+		return 0;
+	return st->ops->runs_beat(st, ids, claims, n, rcs);
+}
+
+int keel_store_ticks_fenced(struct keel_store *st, int64_t term,
+			    struct keel_store_tick *ticks, size_t n)
+{
+	int rc;
+
+	if (st == NULL)
+		return -EINVAL;
+	if (term <= 0)
+		return inval(st, "ticks_fenced: term must be > 0");
+	if (st->ops->ticks_fenced == NULL)
+		return unsupported(st, "ticks_fenced");
+	/* The same checks as keel_store_ticks; the engine checks the term
+	 * even for no ticks (the caller learns it lost the lease). */
+	if (n > 0 && (rc = ticks_check(st, ticks, n)) != 0)
+		return rc;
+	return st->ops->ticks_fenced(st, term, ticks, n);
+}
+
+int keel_store_rescue(struct keel_store *st, int64_t term, int64_t stale_ms,
+		      int (*decide)(const struct keel_run *crashed,
+				    struct keel_run *next, void *ud),
+		      void *ud, size_t *n_rescued)
+{
+	size_t dummy;
+
+	if (n_rescued != NULL)
+		*n_rescued = 0;
+	if (st == NULL)
+		return -EINVAL;
+	if (term <= 0)
+		return inval(st, "rescue: term must be > 0");
+	if (stale_ms <= 0)
+		return inval(st, "rescue: stale_ms must be > 0");
+	if (st->ops->rescue == NULL)
+		return unsupported(st, "rescue");
+	return st->ops->rescue(st, term, stale_ms, decide, ud,
+			       n_rescued ? n_rescued : &dummy);
+}
+
+int keel_store_recover_node(struct keel_store *st, const char *node,
+			    int64_t now_ms,
+			    int (*decide)(const struct keel_run *crashed,
+					  struct keel_run *next, void *ud),
+			    void *ud, size_t *n_crashed)
+{
+	size_t dummy;
+	int rc;
+
+	if (n_crashed != NULL)
+		*n_crashed = 0;
+	if (st == NULL)
+		return -EINVAL;
+	if ((rc = check_node(st, "recover_node", node)) != 0)
+		return rc;
+	return st->ops->recover(st, node, now_ms, decide, ud,
+				n_crashed ? n_crashed : &dummy);
 }

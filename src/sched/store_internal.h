@@ -4,9 +4,9 @@
  *
  * store.c holds the public keel_store_* functions: they check their
  * arguments (so an engine never sees a NULL it was not promised) and call
- * the engine through its ops. An engine (store_sqlite.c; a PostgreSQL one
- * later) embeds struct keel_store first in its own struct and implements
- * every op with the semantics keel/store.h documents.
+ * the engine through its ops. An engine (store_sqlite.c, store_pg.c)
+ * embeds struct keel_store first in its own struct and implements every
+ * op with the semantics keel/store.h documents.
  */
 #ifndef KEEL_SCHED_STORE_INTERNAL_H
 #define KEEL_SCHED_STORE_INTERNAL_H
@@ -60,7 +60,9 @@ struct keel_store_ops {
 			struct keel_run **out, size_t *n);
 	int (*run_active)(struct keel_store *st, struct keel_run **out,
 			  size_t *n);
-	int (*recover)(struct keel_store *st, int64_t now_ms,
+	/* node NULL: every running run (keel_store_recover); else only
+	 * node's (keel_store_recover_node). */
+	int (*recover)(struct keel_store *st, const char *node, int64_t now_ms,
 		       int (*decide)(const struct keel_run *crashed,
 				     struct keel_run *next, void *ud),
 		       void *ud, size_t *n_crashed);
@@ -74,6 +76,34 @@ struct keel_store_ops {
 			 int64_t run_id, const char *message);
 	int (*event_list)(struct keel_store *st, int64_t before_id, int limit,
 			  struct keel_store_event **out, size_t *n);
+
+	/*
+	 * The cluster (keel/store.h's last section). An engine without them
+	 * leaves them NULL: the public calls answer -ENOTSUP. store.c has
+	 * checked node (1..KEEL__STORE_NODE_MAX bytes of UTF-8), ttl, term,
+	 * stale and max (> 0), and made tags a JSON array of strings
+	 * (keel__store_tags_json), so an engine stores and compares it as it
+	 * likes. now_ms is never NULL.
+	 */
+	int (*lease_acquire)(struct keel_store *st, const char *node,
+			     int64_t ttl_ms, struct keel_store_lease *out);
+	int (*lease_release)(struct keel_store *st, const char *node,
+			     int64_t term);
+	int (*node_beat)(struct keel_store *st, const char *node, int running,
+			 const char *tags_json, int64_t *now_ms);
+	int (*node_list)(struct keel_store *st, int64_t forget_ms,
+			 struct keel_store_node **out, size_t *n);
+	int (*claim)(struct keel_store *st, const char *node,
+		     const char *tags_json, int max, struct keel_run **out,
+		     size_t *n);
+	int (*runs_beat)(struct keel_store *st, const int64_t *ids,
+			 const uint64_t *claims, size_t n, int *rcs);
+	int (*ticks_fenced)(struct keel_store *st, int64_t term,
+			    struct keel_store_tick *ticks, size_t n);
+	int (*rescue)(struct keel_store *st, int64_t term, int64_t stale_ms,
+		      int (*decide)(const struct keel_run *crashed,
+				    struct keel_run *next, void *ud),
+		      void *ud, size_t *n_rescued);
 };
 
 struct keel_store {
@@ -84,6 +114,15 @@ struct keel_store {
 
 /* What keel_store_recover writes into a crashed run's error. */
 #define KEEL__STORE_CRASHED_ERROR "keeld stopped while the run was running"
+/* What keel_store_rescue writes into a rescued run's error: the text, the
+ * node's name, the end ("rescued: node a:8080 stopped beating"). */
+#define KEEL__STORE_RESCUED_ERROR "rescued: node "
+#define KEEL__STORE_RESCUED_END " stopped beating"
+/* A node's name: at most this many bytes (struct keel_store_lease's
+ * holder has one more, for the NUL). */
+#define KEEL__STORE_NODE_MAX 127
+/* keel_store_claim's max, at most. */
+#define KEEL__STORE_CLAIM_MAX 1000
 /* Events kept (about: the older ones go every KEEL__STORE_EVENTS_TRIM
  * inserts, when an id is a multiple of it). */
 #define KEEL__STORE_EVENTS_KEEP 10000
@@ -131,6 +170,19 @@ int keel__store_utf8(const char *s, const char **out, char **tmp);
 /* A malloc'd copy of n bytes of s and a NUL; NULL for s NULL or no memory
  * (*oom set). */
 char *keel__store_strndup(const char *s, size_t n, int *oom);
+
+/* n strings (valid UTF-8, not NULL) as a compact JSON array, malloc'd
+ * into *out ("[]" for none): how tags (and lists of names) go to an
+ * engine. -ENOMEM, -EINVAL (a string is not valid UTF-8). */
+int keel__store_tags_json(const struct keel_store *st,
+			  const char *const *tags, size_t n, char **out);
+
+/* A JSON array of strings back into *tags / *n (malloc'd, NULL and 0 for
+ * an empty one; freed with keel__store_tags_free). NULL text is an empty
+ * list; what is not such an array is -EIO, -ENOMEM. */
+int keel__store_tags_parse(const struct keel_store *st, const char *text,
+			   char ***tags, size_t *n);
+void keel__store_tags_free(char **tags, size_t n);
 
 /* This build's SQLite migration steps (*n of them). For the tests. */
 KEEL_API const char *const *keel__store_sqlite_steps(size_t *n);

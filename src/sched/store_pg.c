@@ -109,8 +109,49 @@ static const char schema_v1[] =
 	" run_id BIGINT NOT NULL DEFAULT 0,"
 	" message TEXT NOT NULL);";
 
+/*
+ * Version 2, the cluster (keel/store.h's last section): the lease (one
+ * row, id 1), the nodes, a run's claim token and heartbeat, and what the
+ * claim needs of a job without reading its spec: its tags and concurrency,
+ * filled from the spec for the jobs there are. A spec that is not JSON
+ * would fail the cast, so each job is filled on its own, under an
+ * exception handler: a corrupt one keeps the defaults (it is reported when
+ * read, and repaired by a put, which sets them). Queued runs by due time
+ * for the claim, running ones by job for "forbid".
+ */
+static const char schema_v2[] =
+	"CREATE TABLE lease("
+	" id INTEGER PRIMARY KEY CHECK (id = 1),"
+	" holder TEXT NOT NULL,"
+	" term BIGINT NOT NULL,"
+	" expires_at BIGINT NOT NULL);"
+	"CREATE TABLE nodes("
+	" id TEXT PRIMARY KEY,"
+	" last_heartbeat BIGINT NOT NULL,"
+	" started_at BIGINT NOT NULL,"
+	" running INTEGER NOT NULL DEFAULT 0,"
+	" tags TEXT[] NOT NULL DEFAULT '{}');"
+	"ALTER TABLE runs ADD COLUMN claim BIGINT NOT NULL DEFAULT 0,"
+	" ADD COLUMN heartbeat BIGINT NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN tags TEXT[] NOT NULL DEFAULT '{}',"
+	" ADD COLUMN concurrency TEXT NOT NULL DEFAULT 'forbid';"
+	"DO $$ DECLARE j record; BEGIN"
+	" FOR j IN SELECT name, spec FROM jobs LOOP"
+	"  BEGIN"
+	"   UPDATE jobs SET tags = ARRAY(SELECT jsonb_array_elements_text("
+	"    COALESCE(j.spec::jsonb -> 'tags', '[]'))),"
+	"    concurrency = COALESCE(j.spec::jsonb ->> 'concurrency', 'forbid')"
+	"    WHERE name = j.name;"
+	"  EXCEPTION WHEN others THEN NULL;"
+	"  END;"
+	" END LOOP;"
+	"END $$;"
+	"CREATE INDEX runs_due ON runs(not_before, id) WHERE state = 'queued';"
+	"CREATE INDEX runs_running ON runs(job) WHERE state = 'running';";
+
 static const char *const steps[] = {
 	schema_v1,
+	schema_v2,
 };
 #define N_STEPS (sizeof(steps) / sizeof(steps[0]))
 
@@ -132,16 +173,29 @@ const char *const *keel__store_pg_steps(size_t *n)
 #define RUN_COLS                                                              \
 	"id, job, state, trigger, attempt, scheduled_at, created_at, "        \
 	"not_before, started_at, finished_at, exit_code, signal, "            \
-	"http_status, error, output, trace_id, node"
+	"http_status, error, output, trace_id, node, claim"
 /* The same, output only when $3 is true (a list leaves it unread). */
 #define RUN_COLS_LIST                                                         \
 	"id, job, state, trigger, attempt, scheduled_at, created_at, "        \
 	"not_before, started_at, finished_at, exit_code, signal, "            \
 	"http_status, error, CASE WHEN $3::boolean THEN output END, "         \
-	"trace_id, node"
+	"trace_id, node, claim"
+/* RUN_COLS's count: a column after them (origin) is the next. */
+#define N_RUN_COLS 18
 #define FINAL_STATE "state NOT IN ('queued', 'running')"
+/* The store's clock, in ms: the server's, so that nodes agree. NOW_MS is
+ * the moment of the call (the lease); TX_NOW_MS the transaction's start,
+ * one value for all its statements and rows (a claim, a rescue). */
+#define NOW_MS "(floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint"
+#define TX_NOW_MS "(floor(extract(epoch FROM now()) * 1000))::bigint"
+/* A JSON array of strings ($n, made by store.c) as a text[]. */
+#define TEXT_ARRAY(n) "ARRAY(SELECT jsonb_array_elements_text(" n "::jsonb))"
 /* Parameters are cast where PostgreSQL would otherwise guess a type too
  * small (a bare "$3 > 0" would be an integer, and 2^31 ms is 25 days). */
+
+#define JOB_TAGS                                                              \
+	"ARRAY(SELECT jsonb_array_elements_text($2::text::jsonb -> 'tags'))"
+#define JOB_CONCURRENCY "COALESCE($2::text::jsonb ->> 'concurrency', 'forbid')"
 
 enum sid {
 	S_JOB_GET_W,
@@ -159,6 +213,7 @@ enum sid {
 	S_RUN_START,
 	S_RUN_FINISH,
 	S_RUN_CRASH_ALL,
+	S_RUN_CRASH_NODE,
 	S_RUN_GET,
 	S_RUN_LIST,
 	S_RUN_LIST_JOB,
@@ -170,6 +225,17 @@ enum sid {
 	S_COUNTS_JOB,
 	S_EVENT_ADD,
 	S_EVENT_LIST,
+	S_LEASE_TAKE,
+	S_LEASE_GET,
+	S_LEASE_RELEASE,
+	S_LEASE_CHECK,
+	S_NODE_BEAT,
+	S_NODE_FORGET,
+	S_NODE_LIST,
+	S_CLAIM_LOCK,
+	S_CLAIM,
+	S_RUNS_BEAT,
+	S_RUN_RESCUE,
 	N_SID
 };
 
@@ -178,11 +244,15 @@ static const char *const sql[N_SID] = {
 	 * another node) waits, then sees this one's result. */
 	[S_JOB_GET_W] = "SELECT spec, last_tick FROM jobs WHERE name = $1 "
 			"FOR UPDATE",
+	/* tags and concurrency, for the claim, from the spec (which store.c
+	 * made: valid JSON with both). */
 	[S_JOB_INSERT] = "INSERT INTO jobs(name, spec, paused, last_tick, "
-			 "created_at, updated_at) VALUES($1, $2, false, "
-			 "$3::bigint, $4::bigint, $4::bigint)",
-	[S_JOB_UPDATE] = "UPDATE jobs SET spec = $2, last_tick = $3::bigint, "
-			 "updated_at = $4::bigint WHERE name = $1",
+			 "created_at, updated_at, tags, concurrency) "
+			 "VALUES($1, $2::text, false, $3::bigint, $4::bigint, "
+			 "$4::bigint, " JOB_TAGS ", " JOB_CONCURRENCY ")",
+	[S_JOB_UPDATE] = "UPDATE jobs SET spec = $2::text, last_tick = "
+			 "$3::bigint, updated_at = $4::bigint, tags = " JOB_TAGS
+			 ", concurrency = " JOB_CONCURRENCY " WHERE name = $1",
 	[S_JOB_DELETE] = "DELETE FROM jobs WHERE name = $1",
 	[S_JOB_PAUSE] = "UPDATE jobs SET paused = true, updated_at = $2::bigint "
 			"WHERE name = $1 AND NOT paused",
@@ -214,20 +284,24 @@ static const char *const sql[N_SID] = {
 			 "$7::bigint, $8::bigint, $9::bigint, $10::bigint, "
 			 "$11::integer, $12::integer, $13::integer, $14, $15, "
 			 "$16, $17) RETURNING id",
-	[S_RUN_STATE] = "SELECT state FROM runs WHERE id = $1::bigint",
+	[S_RUN_STATE] = "SELECT state, claim FROM runs WHERE id = $1::bigint",
 	[S_RUN_START] = "UPDATE runs SET state = 'running', started_at = "
 			"$2::bigint, node = $3 WHERE id = $1::bigint AND "
 			"state = 'queued'",
 	/* The origin comes back for the retry that may follow, in the same
-	 * transaction. */
+	 * transaction. $9: the finisher's claim token, 0 = not checked. */
 	[S_RUN_FINISH] = "UPDATE runs SET state = $2, finished_at = $3::bigint, "
 			 "exit_code = $4::integer, signal = $5::integer, "
 			 "http_status = $6::integer, error = $7, output = $8 "
 			 "WHERE id = $1::bigint AND state IN ('queued', "
-			 "'running') RETURNING origin",
+			 "'running') AND ($9::bigint = 0 OR claim = "
+			 "$9::bigint) RETURNING origin",
 	[S_RUN_CRASH_ALL] = "UPDATE runs SET state = 'crashed', finished_at = "
 			    "$1::bigint, error = $2 WHERE state = 'running' "
 			    "RETURNING " RUN_COLS ", origin",
+	[S_RUN_CRASH_NODE] = "UPDATE runs SET state = 'crashed', finished_at = "
+			     "$1::bigint, error = $2 WHERE state = 'running' "
+			     "AND node = $3 RETURNING " RUN_COLS ", origin",
 	[S_RUN_GET] = "SELECT " RUN_COLS " FROM runs WHERE id = $1::bigint",
 	/* One statement per filter combination, so each has a plan that
 	 * uses its index (a "$4 IS NULL OR job = $4" would not). */
@@ -267,6 +341,114 @@ static const char *const sql[N_SID] = {
 	[S_EVENT_LIST] = "SELECT id, at, level, kind, job, run_id, message "
 			 "FROM events WHERE id < $1::bigint ORDER BY id DESC "
 			 "LIMIT $2::bigint",
+
+	/*
+	 * The lease: taken when there is no row, or it is free (holder ''),
+	 * expired, or $1's; the term moves on when the holder changes. One
+	 * statement: ON CONFLICT DO UPDATE locks the row and evaluates its
+	 * WHERE on the latest version, so of nodes asking at once one wins
+	 * and the others see its row. A node that did not win reads the
+	 * lease with S_LEASE_GET (a new snapshot: this statement's may
+	 * predate the winner's commit).
+	 */
+	[S_LEASE_TAKE] = "WITH t AS (SELECT " NOW_MS " AS now) "
+			 "INSERT INTO lease AS l (id, holder, term, expires_at) "
+			 "SELECT 1, $1, 1, t.now + $2::bigint FROM t "
+			 "ON CONFLICT (id) DO UPDATE SET term = CASE WHEN "
+			 "l.holder = EXCLUDED.holder THEN l.term ELSE "
+			 "l.term + 1 END, holder = EXCLUDED.holder, "
+			 "expires_at = EXCLUDED.expires_at WHERE l.holder = "
+			 "EXCLUDED.holder OR l.holder = '' OR l.expires_at <= "
+			 "(SELECT now FROM t) RETURNING holder, term, "
+			 "expires_at, (SELECT now FROM t)",
+	[S_LEASE_GET] = "SELECT holder, term, expires_at, " NOW_MS " FROM lease "
+			"WHERE id = 1",
+	[S_LEASE_RELEASE] = "UPDATE lease SET holder = '', expires_at = " NOW_MS
+			    " WHERE id = 1 AND holder = $1 AND term = "
+			    "$2::bigint",
+	/* The fence: the row stays locked (FOR SHARE) until the caller's
+	 * transaction ends, so a takeover (which updates it) waits for its
+	 * writes; a takeover in progress is waited for, and then the term
+	 * no longer matches. */
+	[S_LEASE_CHECK] = "SELECT 1 FROM lease WHERE id = 1 AND term = "
+			  "$1::bigint AND holder <> '' AND expires_at > " NOW_MS
+			  " FOR SHARE",
+	[S_NODE_BEAT] = "WITH t AS (SELECT " NOW_MS " AS now) "
+			"INSERT INTO nodes(id, last_heartbeat, started_at, "
+			"running, tags) SELECT $1, t.now, t.now, $2::integer, "
+			TEXT_ARRAY("$3") " FROM t ON CONFLICT (id) DO UPDATE "
+			"SET last_heartbeat = EXCLUDED.last_heartbeat, "
+			"running = EXCLUDED.running, tags = EXCLUDED.tags "
+			"RETURNING last_heartbeat",
+	[S_NODE_FORGET] = "DELETE FROM nodes WHERE last_heartbeat < " NOW_MS
+			  " - $1::bigint",
+	[S_NODE_LIST] = "SELECT id, last_heartbeat, started_at, running, "
+			"to_json(tags)::text FROM nodes ORDER BY id COLLATE \"C\"",
+	/*
+	 * The claim, first step: lock (FOR NO KEY UPDATE, which inserting a
+	 * job's runs does not wait for) up to $2 "forbid"/"replace" jobs
+	 * that have a due queued run and none running, skipping those that
+	 * another claimer has locked. The second step checks "none running"
+	 * again in a snapshot taken after these locks: a claimer that ran
+	 * one of these jobs committed before it let go of the job, so the
+	 * check sees its run. (The run rows' own SKIP LOCKED does not stop
+	 * two claimers from each taking a different run of one job, and a
+	 * check in the same statement as the lock would use a snapshot from
+	 * before it.)
+	 */
+	[S_CLAIM_LOCK] = "SELECT j.name FROM jobs j JOIN (SELECT r.job, "
+			 "min(r.not_before) AS due, min(r.id) AS first FROM "
+			 "runs r WHERE r.state = 'queued' AND r.not_before <= "
+			 TX_NOW_MS " GROUP BY r.job) q ON q.job = j.name "
+			 "WHERE j.concurrency <> 'allow' AND j.tags <@ "
+			 TEXT_ARRAY("$1") " AND NOT EXISTS (SELECT 1 FROM runs "
+			 "x WHERE x.job = j.name AND x.state = 'running') "
+			 "ORDER BY q.due, q.first LIMIT $2::bigint "
+			 "FOR NO KEY UPDATE OF j SKIP LOCKED",
+	/*
+	 * The second step: due queued runs of "allow" jobs whose tags are
+	 * all the node's (a), and the first due run of each job locked by
+	 * the first step ($4, JSON) if none of it runs (f), each row locked
+	 * or skipped (SKIP LOCKED: another claimer has it, or it is being
+	 * finished), the oldest due $3 of them made running with a token
+	 * each (63 random bits, never 0).
+	 */
+	[S_CLAIM] = "WITH t AS (SELECT " TEXT_ARRAY("$2") " AS tags, "
+		    TX_NOW_MS " AS now), "
+		    "a AS (SELECT r.id, r.not_before FROM runs r JOIN jobs j "
+		    "ON j.name = r.job, t WHERE r.state = 'queued' AND "
+		    "r.not_before <= t.now AND j.concurrency = 'allow' AND "
+		    "j.tags <@ t.tags ORDER BY r.not_before, r.id LIMIT "
+		    "$3::bigint FOR UPDATE OF r SKIP LOCKED), "
+		    "f AS (SELECT f.id, f.not_before FROM "
+		    "jsonb_array_elements_text($4::jsonb) AS l(job), t, "
+		    "LATERAL (SELECT r.id, r.not_before FROM runs r WHERE "
+		    "r.job = l.job AND r.state = 'queued' AND r.not_before <= "
+		    "t.now ORDER BY r.not_before, r.id LIMIT 1 FOR UPDATE "
+		    "SKIP LOCKED) f WHERE NOT EXISTS (SELECT 1 FROM runs x "
+		    "WHERE x.job = l.job AND x.state = 'running')), "
+		    "pick AS (SELECT id FROM (SELECT * FROM a UNION ALL "
+		    "SELECT * FROM f) c ORDER BY not_before, id LIMIT "
+		    "$3::bigint) "
+		    "UPDATE runs SET state = 'running', node = $1, started_at = "
+		    "(SELECT now FROM t), heartbeat = (SELECT now FROM t), "
+		    "claim = GREATEST((floor(random() * 2147483648)::bigint "
+		    "<< 32) | floor(random() * 4294967296)::bigint, 1) "
+		    "WHERE id IN (SELECT id FROM pick) AND state = 'queued' "
+		    "RETURNING " RUN_COLS,
+	/* $1, $2: arrays of ids and their tokens. */
+	[S_RUNS_BEAT] = "UPDATE runs r SET heartbeat = " NOW_MS " FROM "
+			"unnest($1::bigint[], $2::bigint[]) AS b(id, claim) "
+			"WHERE r.id = b.id AND r.claim = b.claim AND "
+			"r.state = 'running' RETURNING r.id, r.claim",
+	/* Not beaten for $1 ms (never beaten: started longer ago). */
+	[S_RUN_RESCUE] = "UPDATE runs SET state = 'crashed', finished_at = "
+			 TX_NOW_MS ", error = '" KEEL__STORE_RESCUED_ERROR
+			 "' || COALESCE(node, '(none)') || '"
+			 KEEL__STORE_RESCUED_END "', claim = 0 WHERE "
+			 "state = 'running' AND CASE WHEN heartbeat > 0 THEN "
+			 "heartbeat ELSE started_at END < " TX_NOW_MS
+			 " - $1::bigint RETURNING " RUN_COLS ", origin",
 };
 
 /* ------------------------------------------------------------------------
@@ -707,6 +889,7 @@ static int read_run(struct pgs *p, const PGresult *res, int row,
 	snprintf(r->trace_id, sizeof(r->trace_id), "%s",
 		 PQgetvalue(res, row, 15));
 	r->node = get_str(res, row, 16, &bad);
+	r->claim = (uint64_t)get_i64(res, row, 17);
 	if (bad || r->job == NULL) {
 		keel_run_clear(r);
 		return oom(p);
@@ -1008,11 +1191,12 @@ static int pg_job_list(struct keel_store *st, struct keel_store_job **out,
  * Runs: writes
  * ------------------------------------------------------------------------ */
 
-/* -ENOENT or -ESTALE for a run that an UPDATE ... WHERE state ... missed.
- * The state read is the latest committed one: a run never goes back to
- * queued or running, so the answer stays true. */
+/* -ENOENT or -ESTALE for a run that an UPDATE ... WHERE state ... (and
+ * claim, when claim is not 0) missed. The state read is the latest
+ * committed one: a run never goes back to queued or running, so the
+ * answer stays true. */
 static int run_not_in(struct pgs *p, struct conn *c, int64_t id,
-		      const char *want)
+		      const char *want, uint64_t claim)
 {
 	struct params a;
 	PGresult *r;
@@ -1027,8 +1211,21 @@ static int run_not_in(struct pgs *p, struct conn *c, int64_t id,
 		keel__store_errf(&p->base, "no run %lld", (long long)id);
 		rc = -ENOENT;
 	} else {
-		keel__store_errf(&p->base, "run %lld is %s, not %s",
-				 (long long)id, PQgetvalue(r, 0, 0), want);
+		const char *state = PQgetvalue(r, 0, 0);
+		uint64_t now_claim = (uint64_t)get_i64(r, 0, 1);
+
+		if (claim != 0 && now_claim != claim &&
+		    (strcmp(state, "queued") == 0 ||
+		     strcmp(state, "running") == 0))
+			keel__store_errf(&p->base,
+					 "run %lld: claim %llu is stale (the "
+					 "run's claim is %llu)",
+					 (long long)id,
+					 (unsigned long long)claim,
+					 (unsigned long long)now_claim);
+		else
+			keel__store_errf(&p->base, "run %lld is %s, not %s",
+					 (long long)id, state, want);
 		rc = -ESTALE;
 	}
 	PQclear(r);
@@ -1119,30 +1316,48 @@ static int tick_job(struct pgs *p, struct conn *c,
 	return rc;
 }
 
+/* The ticks, in the caller's transaction. A retry's origin is looked up
+ * by the insert (its predecessor's, stored before or earlier in the
+ * batch). */
+static int ticks_tx(struct pgs *p, struct conn *c,
+		    struct keel_store_tick *ticks, size_t n)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		rc = tick_job(p, c, &ticks[i]);
+		for (size_t k = 0; rc == 0 && k < ticks[i].n_runs; k++)
+			rc = insert_run(p, c, &ticks[i].runs[k], ticks[i].job,
+					NULL);
+	}
+	return rc;
+}
+
+/* A failed batch: no id written is real. */
+static void ticks_undo_ids(struct keel_store_tick *ticks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < ticks[i].n_runs; k++)
+			ticks[i].runs[k].id = 0;
+}
+
 static int pg_ticks(struct keel_store *st, struct keel_store_tick *ticks,
 		    size_t n)
 {
 	struct pgs *p = PGS(st);
 	struct conn *c;
-	size_t i, k;
 	int rc;
 
 	c = conn_get(p, &rc);
 	if (c != NULL) {
 		rc = tx_begin(p, c);
-		for (i = 0; rc == 0 && i < n; i++) {
-			rc = tick_job(p, c, &ticks[i]);
-			for (k = 0; rc == 0 && k < ticks[i].n_runs; k++)
-				rc = insert_run(p, c, &ticks[i].runs[k],
-						ticks[i].job, NULL);
-		}
+		if (rc == 0)
+			rc = ticks_tx(p, c, ticks, n);
 		rc = tx_end(p, c, rc);
 		conn_put(p, c);
 	}
-	if (rc != 0) /* rolled back: no id written is real */
-		for (i = 0; i < n; i++)
-			for (k = 0; k < ticks[i].n_runs; k++)
-				ticks[i].runs[k].id = 0;
+	if (rc != 0) /* rolled back */
+		ticks_undo_ids(ticks, n);
 	return rc;
 }
 
@@ -1177,7 +1392,7 @@ static int start_one(struct pgs *p, struct conn *c, int64_t id,
 	p_str(&a, node);
 	rc = run_cmd(p, c, S_RUN_START, &a, "start run", &n);
 	if (rc == 0 && n == 0)
-		rc = run_not_in(p, c, id, "queued");
+		rc = run_not_in(p, c, id, "queued", 0);
 	return rc;
 }
 
@@ -1265,10 +1480,12 @@ static int finish_run(struct pgs *p, struct conn *c, const struct keel_run *r,
 	p_int(&a, r->http_status);
 	p_str(&a, error);
 	p_str(&a, output);
+	p_int(&a, (int64_t)r->claim);
 	res = run(p, c, S_RUN_FINISH, &a, "finish run", &rc);
 	if (res != NULL) {
 		if (PQntuples(res) == 0)
-			rc = run_not_in(p, c, r->id, "queued or running");
+			rc = run_not_in(p, c, r->id, "queued or running",
+					r->claim);
 		else
 			snprintf(origin, origin_len, "%s",
 				 PQgetvalue(res, 0, 0));
@@ -1396,20 +1613,16 @@ static int by_id(const void *a, const void *b)
 	return x->run.id < y->run.id ? -1 : x->run.id > y->run.id;
 }
 
-/* Every running run crashed (one statement), as they now are, oldest
- * first. */
-static int crash_all(struct pgs *p, struct conn *c, int64_t now_ms,
-		     struct crashed **out, size_t *n)
+/* The runs statement id crashed (one statement; RUN_COLS, origin), as
+ * they now are, oldest first. */
+static int crash_rows(struct pgs *p, struct conn *c, enum sid id,
+		      const struct params *a, struct crashed **out, size_t *n)
 {
 	struct crashed *v = NULL;
-	struct params a;
 	PGresult *r;
 	int rc = 0, rows, i;
 
-	p_init(&a);
-	p_int(&a, now_ms);
-	p_str(&a, KEEL__STORE_CRASHED_ERROR);
-	r = run(p, c, S_RUN_CRASH_ALL, &a, "crash running runs", &rc);
+	r = run(p, c, id, a, "crash running runs", &rc);
 	if (r == NULL)
 		return rc;
 	rows = PQntuples(r);
@@ -1422,7 +1635,7 @@ static int crash_all(struct pgs *p, struct conn *c, int64_t now_ms,
 		rc = read_run(p, r, i, &v[i].run);
 		if (rc == 0)
 			snprintf(v[i].origin, sizeof(v[i].origin), "%s",
-				 PQgetvalue(r, i, 17));
+				 PQgetvalue(r, i, N_RUN_COLS));
 	}
 	PQclear(r);
 	if (rc != 0) {
@@ -1438,11 +1651,12 @@ static int crash_all(struct pgs *p, struct conn *c, int64_t now_ms,
 	return 0;
 }
 
-/* decide's answer for k, inserted when it asked for a retry. */
+/* decide's answer for k, inserted when it asked for a retry; what names
+ * the call in messages. */
 static int decide_next(struct pgs *p, struct conn *c, struct crashed *k,
 		       int (*decide)(const struct keel_run *crashed,
 				     struct keel_run *next, void *ud),
-		       void *ud)
+		       void *ud, const char *what)
 {
 	struct keel_run next;
 	int rc, want;
@@ -1451,9 +1665,8 @@ static int decide_next(struct pgs *p, struct conn *c, struct crashed *k,
 	want = decide(&k->run, &next, ud);
 	if (want < 0) {
 		keel_run_clear(&next);
-		keel__store_errf(&p->base,
-				 "recover: decide failed for run %lld (%d)",
-				 (long long)k->run.id, want);
+		keel__store_errf(&p->base, "%s: decide failed for run %lld (%d)",
+				 what, (long long)k->run.id, want);
 		return want;
 	}
 	if (want == 0) {
@@ -1474,32 +1687,47 @@ static int decide_next(struct pgs *p, struct conn *c, struct crashed *k,
 	return rc;
 }
 
-static int pg_recover(struct keel_store *st, int64_t now_ms,
+static void crashed_free(struct crashed *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		keel_run_clear(&v[i].run);
+	free(v);
+}
+
+static int pg_recover(struct keel_store *st, const char *node, int64_t now_ms,
 		      int (*decide)(const struct keel_run *crashed,
 				    struct keel_run *next, void *ud),
 		      void *ud, size_t *n_crashed)
 {
 	struct pgs *p = PGS(st);
 	struct crashed *v = NULL;
+	struct params a;
 	struct conn *c;
 	size_t n = 0, i;
 	int rc;
 
+	if (node != NULL && !utf8_ok(node))
+		return 0; /* no such node, no runs */
 	c = conn_get(p, &rc);
 	if (c == NULL)
 		return rc;
+	p_init(&a);
+	p_int(&a, now_ms);
+	p_str(&a, KEEL__STORE_CRASHED_ERROR);
+	if (node != NULL)
+		p_str(&a, node);
 	/* decide runs inside the transaction, with this connection taken:
 	 * it must not call the store (keel/store.h says so). */
 	rc = tx_begin(p, c);
 	if (rc == 0)
-		rc = crash_all(p, c, now_ms, &v, &n);
+		rc = crash_rows(p, c,
+				node != NULL ? S_RUN_CRASH_NODE : S_RUN_CRASH_ALL,
+				&a, &v, &n);
 	for (i = 0; rc == 0 && decide != NULL && i < n; i++)
-		rc = decide_next(p, c, &v[i], decide, ud);
+		rc = decide_next(p, c, &v[i], decide, ud, "recover");
 	rc = tx_end(p, c, rc);
 	conn_put(p, c);
-	for (i = 0; i < n; i++)
-		keel_run_clear(&v[i].run);
-	free(v);
+	crashed_free(v, n);
 	if (rc == 0)
 		*n_crashed = n;
 	return rc;
@@ -1760,6 +1988,386 @@ static int pg_event_list(struct keel_store *st, int64_t before_id, int limit,
 }
 
 /* ------------------------------------------------------------------------
+ * The cluster
+ * ------------------------------------------------------------------------ */
+
+/* Row 0 of S_LEASE_TAKE or S_LEASE_GET into *out. */
+static void read_lease(const PGresult *r, struct keel_store_lease *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->holder, sizeof(out->holder), "%s", PQgetvalue(r, 0, 0));
+	out->term = get_i64(r, 0, 1);
+	out->expires_at = get_i64(r, 0, 2);
+	out->now = get_i64(r, 0, 3);
+}
+
+static int pg_lease_acquire(struct keel_store *st, const char *node,
+			    int64_t ttl_ms, struct keel_store_lease *out)
+{
+	struct pgs *p = PGS(st);
+	struct params a;
+	struct conn *c;
+	PGresult *r;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	p_init(&a);
+	p_str(&a, node);
+	p_int(&a, ttl_ms);
+	r = run(p, c, S_LEASE_TAKE, &a, "take the lease", &rc);
+	if (r != NULL && PQntuples(r) == 0) {
+		/* Another node holds it: as it is now. */
+		PQclear(r);
+		r = run(p, c, S_LEASE_GET, NULL, "read the lease", &rc);
+	}
+	conn_put(p, c);
+	if (r == NULL)
+		return rc;
+	if (PQntuples(r) > 0)
+		read_lease(r, out);
+	PQclear(r);
+	return 0;
+}
+
+static int pg_lease_release(struct keel_store *st, const char *node,
+			    int64_t term)
+{
+	struct pgs *p = PGS(st);
+	struct params a;
+	struct conn *c;
+	int64_t n = 0;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	p_init(&a);
+	p_str(&a, node);
+	p_int(&a, term);
+	rc = run_cmd(p, c, S_LEASE_RELEASE, &a, "release the lease", &n);
+	conn_put(p, c);
+	if (rc == 0 && n == 0) {
+		keel__store_errf(st, "node '%s' does not hold the lease at term "
+				     "%lld",
+				 node, (long long)term);
+		rc = -ESTALE;
+	}
+	return rc;
+}
+
+/* In the caller's transaction: term holds the lease, and keeps it until
+ * the transaction ends (the row stays locked); else -ESTALE. */
+static int fence_tx(struct pgs *p, struct conn *c, int64_t term)
+{
+	struct params a;
+	PGresult *r;
+	int rc;
+
+	p_init(&a);
+	p_int(&a, term);
+	r = run(p, c, S_LEASE_CHECK, &a, "check the lease", &rc);
+	if (r == NULL)
+		return rc;
+	if (PQntuples(r) == 0) {
+		keel__store_errf(&p->base, "term %lld no longer holds the lease",
+				 (long long)term);
+		rc = -ESTALE;
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int pg_ticks_fenced(struct keel_store *st, int64_t term,
+			   struct keel_store_tick *ticks, size_t n)
+{
+	struct pgs *p = PGS(st);
+	struct conn *c;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c != NULL) {
+		rc = tx_begin(p, c);
+		if (rc == 0)
+			rc = fence_tx(p, c, term);
+		if (rc == 0)
+			rc = ticks_tx(p, c, ticks, n);
+		rc = tx_end(p, c, rc);
+		conn_put(p, c);
+	}
+	if (rc != 0)
+		ticks_undo_ids(ticks, n);
+	return rc;
+}
+
+static int pg_node_beat(struct keel_store *st, const char *node, int running,
+			const char *tags_json, int64_t *now_ms)
+{
+	struct pgs *p = PGS(st);
+	struct params a;
+	struct conn *c;
+	PGresult *r;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	p_init(&a);
+	p_str(&a, node);
+	p_int(&a, running);
+	p_str(&a, tags_json);
+	r = run(p, c, S_NODE_BEAT, &a, "beat", &rc);
+	conn_put(p, c);
+	if (r == NULL)
+		return rc;
+	*now_ms = get_i64(r, 0, 0);
+	PQclear(r);
+	return 0;
+}
+
+static int pg_node_list(struct keel_store *st, int64_t forget_ms,
+			struct keel_store_node **out, size_t *n)
+{
+	struct pgs *p = PGS(st);
+	struct keel_store_node *v = NULL;
+	struct params a;
+	struct conn *c;
+	PGresult *r = NULL;
+	int rc, rows = 0, i;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	if (forget_ms > 0) {
+		p_init(&a);
+		p_int(&a, forget_ms);
+		rc = run_cmd(p, c, S_NODE_FORGET, &a, "forget nodes", NULL);
+	}
+	if (rc == 0)
+		r = run(p, c, S_NODE_LIST, NULL, "list nodes", &rc);
+	conn_put(p, c);
+	if (r == NULL)
+		return rc;
+	rows = PQntuples(r);
+	if (rows > 0) {
+		v = calloc((size_t)rows, sizeof(*v));
+		if (v == NULL)
+			rc = oom(p);
+	}
+	for (i = 0; rc == 0 && i < rows; i++) {
+		int bad = 0;
+
+		v[i].id = get_str(r, i, 0, &bad);
+		v[i].last_heartbeat = get_i64(r, i, 1);
+		v[i].started_at = get_i64(r, i, 2);
+		v[i].running = (int)get_i64(r, i, 3);
+		if (bad)
+			rc = oom(p);
+		else
+			rc = keel__store_tags_parse(st, PQgetvalue(r, i, 4),
+						    &v[i].tags, &v[i].n_tags);
+	}
+	PQclear(r);
+	if (rc != 0) {
+		keel_store_nodes_free(v, v != NULL ? (size_t)rows : 0);
+		return rc;
+	}
+	*out = v;
+	*n = (size_t)rows;
+	return 0;
+}
+
+/* Claimed runs in the order they were due. */
+static int by_due(const void *a, const void *b)
+{
+	const struct keel_run *x = a, *y = b;
+
+	if (x->not_before != y->not_before)
+		return x->not_before < y->not_before ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The claim's two steps (S_CLAIM_LOCK, S_CLAIM), in the caller's
+ * transaction. */
+static int claim_tx(struct pgs *p, struct conn *c, const char *node,
+		    const char *tags_json, int max, struct keel_run **out,
+		    size_t *n)
+{
+	const char **names = NULL;
+	char *locked = NULL;
+	struct params a;
+	PGresult *jobs, *r;
+	int rc, rows;
+
+	p_init(&a);
+	p_str(&a, tags_json);
+	p_int(&a, max);
+	jobs = run(p, c, S_CLAIM_LOCK, &a, "claim runs", &rc);
+	if (jobs == NULL)
+		return rc;
+	rows = PQntuples(jobs);
+	if (rows > 0 && (names = calloc((size_t)rows, sizeof(*names))) == NULL)
+		rc = oom(p);
+	for (int i = 0; rc == 0 && i < rows; i++)
+		names[i] = PQgetvalue(jobs, i, 0);
+	if (rc == 0)
+		rc = keel__store_tags_json(&p->base, names, (size_t)rows,
+					   &locked);
+	free(names);
+	PQclear(jobs);
+	if (rc != 0)
+		return rc;
+	p_init(&a);
+	p_str(&a, node);
+	p_str(&a, tags_json);
+	p_int(&a, max);
+	p_str(&a, locked);
+	r = run(p, c, S_CLAIM, &a, "claim runs", &rc);
+	free(locked);
+	if (r == NULL)
+		return rc;
+	rc = read_runs(p, r, out, n);
+	PQclear(r);
+	return rc;
+}
+
+static int pg_claim(struct keel_store *st, const char *node,
+		    const char *tags_json, int max, struct keel_run **out,
+		    size_t *n)
+{
+	struct pgs *p = PGS(st);
+	struct conn *c;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	rc = tx_begin(p, c);
+	if (rc == 0)
+		rc = claim_tx(p, c, node, tags_json, max, out, n);
+	rc = tx_end(p, c, rc);
+	conn_put(p, c);
+	if (rc != 0) {
+		/* Rolled back: what was read is not claimed. */
+		keel_store_runs_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return rc;
+	}
+	if (*n > 1)
+		qsort(*out, *n, sizeof(**out), by_due);
+	return 0;
+}
+
+/* n numbers as an array literal ("{1,2}"), malloc'd; NULL: no memory. */
+static char *int_array(const int64_t *ids, const uint64_t *claims, size_t n)
+{
+	size_t cap = 2 + n * 21, len = 0;
+	char *s = malloc(cap + 1);
+
+	if (s == NULL)
+		return NULL;
+	s[len++] = '{';
+	for (size_t i = 0; i < n; i++) {
+		int64_t x = ids != NULL ? ids[i] : (int64_t)claims[i];
+
+		len += (size_t)snprintf(s + len, cap + 1 - len, "%s%" PRId64,
+					i > 0 ? "," : "", x);
+	}
+	s[len++] = '}';
+	s[len] = '\0';
+	return s;
+}
+
+static int pg_runs_beat(struct keel_store *st, const int64_t *ids,
+			const uint64_t *claims, size_t n, int *rcs)
+{
+	struct pgs *p = PGS(st);
+	char *ia = int_array(ids, NULL, n), *ca = int_array(NULL, claims, n);
+	struct params a;
+	struct conn *c = NULL;
+	PGresult *r = NULL;
+	int rc = 0;
+
+	if (ia == NULL || ca == NULL)
+		rc = oom(p);
+	if (rc == 0)
+		c = conn_get(p, &rc);
+	if (c != NULL) {
+		p_init(&a);
+		p_str(&a, ia);
+		p_str(&a, ca);
+		/* One statement: every beat or none. */
+		r = run(p, c, S_RUNS_BEAT, &a, "beat runs", &rc);
+		conn_put(p, c);
+	}
+	free(ia);
+	free(ca);
+	if (r == NULL) {
+		for (size_t i = 0; i < n; i++)
+			rcs[i] = rc;
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++)
+		rcs[i] = -ESTALE;
+	for (int k = 0; k < PQntuples(r); k++) {
+		int64_t id = get_i64(r, k, 0);
+		uint64_t claim = (uint64_t)get_i64(r, k, 1);
+
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] == id && claims[i] == claim)
+				rcs[i] = 0;
+	}
+	PQclear(r);
+	for (size_t i = 0; i < n; i++) {
+		if (rcs[i] != 0) {
+			keel__store_errf(st,
+					 "run %lld is no longer running with "
+					 "claim %llu",
+					 (long long)ids[i],
+					 (unsigned long long)claims[i]);
+			break;
+		}
+	}
+	return 0;
+}
+
+static int pg_rescue(struct keel_store *st, int64_t term, int64_t stale_ms,
+		     int (*decide)(const struct keel_run *crashed,
+				   struct keel_run *next, void *ud),
+		     void *ud, size_t *n_rescued)
+{
+	struct pgs *p = PGS(st);
+	struct crashed *v = NULL;
+	struct params a;
+	struct conn *c;
+	size_t n = 0, i;
+	int rc;
+
+	c = conn_get(p, &rc);
+	if (c == NULL)
+		return rc;
+	p_init(&a);
+	p_int(&a, stale_ms);
+	/* decide runs inside the transaction, with this connection taken:
+	 * it must not call the store. */
+	rc = tx_begin(p, c);
+	if (rc == 0)
+		rc = fence_tx(p, c, term);
+	if (rc == 0)
+		rc = crash_rows(p, c, S_RUN_RESCUE, &a, &v, &n);
+	for (i = 0; rc == 0 && decide != NULL && i < n; i++)
+		rc = decide_next(p, c, &v[i], decide, ud, "rescue");
+	rc = tx_end(p, c, rc);
+	conn_put(p, c);
+	crashed_free(v, n);
+	if (rc == 0)
+		*n_rescued = n;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
  * Open and close
  * ------------------------------------------------------------------------ */
 
@@ -1799,6 +2407,14 @@ static const struct keel_store_ops pg_ops = {
 	.run_counts = pg_run_counts,
 	.event_add = pg_event_add,
 	.event_list = pg_event_list,
+	.lease_acquire = pg_lease_acquire,
+	.lease_release = pg_lease_release,
+	.node_beat = pg_node_beat,
+	.node_list = pg_node_list,
+	.claim = pg_claim,
+	.runs_beat = pg_runs_beat,
+	.ticks_fenced = pg_ticks_fenced,
+	.rescue = pg_rescue,
 };
 
 static int seterr(char *err, size_t len, int rc, const char *fmt, ...)

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -99,8 +100,44 @@ static const char schema_v1[] =
 	" run_id INTEGER NOT NULL DEFAULT 0,"
 	" message TEXT NOT NULL);";
 
+/*
+ * Version 2, the cluster (keel/store.h's last section): the lease (one
+ * row, id 1), the nodes, a run's claim token and heartbeat, and what the
+ * claim needs of a job without reading its spec: its tags (a JSON array)
+ * and concurrency, filled from the spec for the jobs there are (a corrupt
+ * spec keeps the defaults: it is reported when read, and repaired by a
+ * put, which sets them). Queued runs by due time for the claim, running
+ * ones by job for "forbid".
+ */
+static const char schema_v2[] =
+	"CREATE TABLE lease("
+	" id INTEGER PRIMARY KEY CHECK (id = 1),"
+	" holder TEXT NOT NULL,"
+	" term INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL);"
+	"CREATE TABLE nodes("
+	" id TEXT PRIMARY KEY NOT NULL,"
+	" last_heartbeat INTEGER NOT NULL,"
+	" started_at INTEGER NOT NULL,"
+	" running INTEGER NOT NULL DEFAULT 0,"
+	" tags TEXT NOT NULL DEFAULT '[]');"
+	"ALTER TABLE runs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE runs ADD COLUMN heartbeat INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';"
+	"ALTER TABLE jobs ADD COLUMN concurrency TEXT NOT NULL "
+	" DEFAULT 'forbid';"
+	"UPDATE jobs SET"
+	" tags = CASE WHEN json_type(spec, '$.tags') = 'array'"
+	"  THEN json_extract(spec, '$.tags') ELSE '[]' END,"
+	" concurrency = CASE WHEN json_type(spec, '$.concurrency') = 'text'"
+	"  THEN json_extract(spec, '$.concurrency') ELSE 'forbid' END"
+	" WHERE json_valid(spec);"
+	"CREATE INDEX runs_due ON runs(not_before, id) WHERE state = 'queued';"
+	"CREATE INDEX runs_running ON runs(job) WHERE state = 'running';";
+
 static const char *const steps[] = {
 	schema_v1,
+	schema_v2,
 };
 #define N_STEPS (sizeof(steps) / sizeof(steps[0]))
 
@@ -123,13 +160,18 @@ const char *const *keel__store_sqlite_steps(size_t *n)
 #define RUN_COLS                                                              \
 	"id, job, state, trigger, attempt, scheduled_at, created_at, "        \
 	"not_before, started_at, finished_at, exit_code, signal, "            \
-	"http_status, error, output, trace_id, node"
+	"http_status, error, output, trace_id, node, claim"
 /* The same, output only when :out is true (a list leaves it unread). */
 #define RUN_COLS_LIST                                                         \
 	"id, job, state, trigger, attempt, scheduled_at, created_at, "        \
 	"not_before, started_at, finished_at, exit_code, signal, "            \
-	"http_status, error, CASE WHEN :out THEN output END, trace_id, node"
+	"http_status, error, CASE WHEN :out THEN output END, trace_id, node, " \
+	"claim"
+/* RUN_COLS's count: a column after them (origin) is the next. */
+#define N_RUN_COLS 18
 #define FINAL_STATE "state NOT IN ('queued', 'running')"
+#define JOB_TAGS "coalesce(json_extract(?2, '$.tags'), '[]')"
+#define JOB_CONCURRENCY "coalesce(json_extract(?2, '$.concurrency'), 'forbid')"
 
 enum sid {
 	S_BEGIN,
@@ -154,6 +196,7 @@ enum sid {
 	S_RUN_START,
 	S_RUN_FINISH,
 	S_RUN_RUNNING_W,
+	S_RUN_RUNNING_NODE_W,
 	S_RUN_CRASH,
 	S_RUN_GET,
 	S_RUN_LIST,
@@ -167,6 +210,17 @@ enum sid {
 	S_EVENT_ADD,
 	S_EVENT_TRIM,
 	S_EVENT_LIST,
+	S_LEASE_TAKE,
+	S_LEASE_GET,
+	S_LEASE_RELEASE,
+	S_LEASE_CHECK,
+	S_NODE_BEAT,
+	S_NODE_FORGET,
+	S_NODE_LIST,
+	S_CLAIM,
+	S_RUN_BEAT,
+	S_RUN_STALE_W,
+	S_RUN_RESCUE,
 	N_SID
 };
 
@@ -178,10 +232,15 @@ static const char *const sql[N_SID] = {
 	[S_RELEASE] = "RELEASE item",
 	[S_ROLLBACK_TO] = "ROLLBACK TO item",
 	[S_JOB_GET_W] = "SELECT spec, last_tick FROM jobs WHERE name = ?1",
+	/* tags and concurrency, for the claim, from the spec (which store.c
+	 * made: valid JSON with both). */
 	[S_JOB_INSERT] = "INSERT INTO jobs(name, spec, paused, last_tick, "
-			 "created_at, updated_at) VALUES(?1, ?2, 0, ?3, ?4, ?4)",
+			 "created_at, updated_at, tags, concurrency) "
+			 "VALUES(?1, ?2, 0, ?3, ?4, ?4, " JOB_TAGS ", "
+			 JOB_CONCURRENCY ")",
 	[S_JOB_UPDATE] = "UPDATE jobs SET spec = ?2, last_tick = ?3, "
-			 "updated_at = ?4 WHERE name = ?1",
+			 "updated_at = ?4, tags = " JOB_TAGS ", concurrency = "
+			 JOB_CONCURRENCY " WHERE name = ?1",
 	[S_JOB_DELETE] = "DELETE FROM jobs WHERE name = ?1",
 	[S_JOB_PAUSE] = "UPDATE jobs SET paused = 1, updated_at = ?2 "
 			"WHERE name = ?1 AND paused = 0",
@@ -202,18 +261,23 @@ static const char *const sql[N_SID] = {
 			 "output, trace_id, node) VALUES(?1, ?2, ?3, ?4, ?5, "
 			 "?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
 			 "?17)",
-	[S_RUN_STATE_W] = "SELECT state, origin FROM runs WHERE id = ?1",
+	[S_RUN_STATE_W] = "SELECT state, origin, claim FROM runs WHERE id = ?1",
 	[S_RUN_PREV_ORIGIN] = "SELECT origin FROM runs WHERE job = ?1 AND "
 			      "scheduled_at = ?2 AND attempt = ?3 "
 			      "ORDER BY id DESC LIMIT 1",
 	[S_RUN_START] = "UPDATE runs SET state = 'running', started_at = ?2, "
 			"node = ?3 WHERE id = ?1 AND state = 'queued'",
+	/* ?9: the finisher's claim token, 0 = not checked. */
 	[S_RUN_FINISH] = "UPDATE runs SET state = ?2, finished_at = ?3, "
 			 "exit_code = ?4, signal = ?5, http_status = ?6, "
 			 "error = ?7, output = ?8 WHERE id = ?1 AND "
-			 "state IN ('queued', 'running')",
+			 "state IN ('queued', 'running') AND "
+			 "(?9 = 0 OR claim = ?9)",
 	[S_RUN_RUNNING_W] = "SELECT " RUN_COLS ", origin FROM runs "
 			    "WHERE state = 'running' ORDER BY id",
+	[S_RUN_RUNNING_NODE_W] = "SELECT " RUN_COLS ", origin FROM runs "
+				 "WHERE state = 'running' AND node = ?1 "
+				 "ORDER BY id",
 	[S_RUN_CRASH] = "UPDATE runs SET state = 'crashed', finished_at = ?2, "
 			"error = ?3 WHERE id = ?1 AND state = 'running'",
 	[S_RUN_GET] = "SELECT " RUN_COLS " FROM runs WHERE id = ?1",
@@ -245,6 +309,59 @@ static const char *const sql[N_SID] = {
 	[S_EVENT_TRIM] = "DELETE FROM events WHERE id <= ?1",
 	[S_EVENT_LIST] = "SELECT id, at, level, kind, job, run_id, message "
 			 "FROM events WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+	/* The cluster. The store's clock (this process's wall clock) is a
+	 * parameter, read once per transaction (?2 here). The lease is
+	 * taken when there is no row, or it is free (holder ''), expired,
+	 * or ?1's; the term moves on when the holder changes. The answer is
+	 * read after it, in the same transaction. */
+	[S_LEASE_TAKE] = "INSERT INTO lease(id, holder, term, expires_at) "
+			 "VALUES(1, ?1, 1, ?2 + ?3) ON CONFLICT(id) DO UPDATE "
+			 "SET term = CASE WHEN holder = excluded.holder THEN "
+			 "term ELSE term + 1 END, holder = excluded.holder, "
+			 "expires_at = excluded.expires_at WHERE holder = "
+			 "excluded.holder OR holder = '' OR expires_at <= ?2",
+	[S_LEASE_GET] = "SELECT holder, term, expires_at FROM lease "
+			"WHERE id = 1",
+	[S_LEASE_RELEASE] = "UPDATE lease SET holder = '', expires_at = ?3 "
+			    "WHERE id = 1 AND holder = ?1 AND term = ?2",
+	[S_LEASE_CHECK] = "SELECT 1 FROM lease WHERE id = 1 AND term = ?1 AND "
+			  "holder <> '' AND expires_at > ?2",
+	[S_NODE_BEAT] = "INSERT INTO nodes(id, last_heartbeat, started_at, "
+			"running, tags) VALUES(?1, ?2, ?2, ?3, ?4) "
+			"ON CONFLICT(id) DO UPDATE SET last_heartbeat = "
+			"excluded.last_heartbeat, running = excluded.running, "
+			"tags = excluded.tags",
+	[S_NODE_FORGET] = "DELETE FROM nodes WHERE last_heartbeat < ?1",
+	[S_NODE_LIST] = "SELECT id, last_heartbeat, started_at, running, tags "
+			"FROM nodes ORDER BY id",
+	/*
+	 * Due queued runs whose job's tags (?3, JSON) are all the node's,
+	 * oldest due first; of a forbid or replace job only its first, and
+	 * none while one runs. One statement in the writer's transaction:
+	 * SQLite has one writer, nobody claims beside it.
+	 */
+	[S_CLAIM] = "UPDATE runs SET state = 'running', node = ?1, "
+		    "started_at = ?2, heartbeat = ?2, "
+		    "claim = max(random() & 9223372036854775807, 1) "
+		    "WHERE id IN (SELECT id FROM (SELECT r.id, r.not_before, "
+		    "j.concurrency AS conc, row_number() OVER (PARTITION BY "
+		    "r.job ORDER BY r.not_before, r.id) AS k FROM runs r "
+		    "JOIN jobs j ON j.name = r.job WHERE r.state = 'queued' "
+		    "AND r.not_before <= ?2 AND NOT EXISTS (SELECT 1 FROM "
+		    "json_each(j.tags) t WHERE t.value NOT IN (SELECT value "
+		    "FROM json_each(?3))) AND (j.concurrency = 'allow' OR "
+		    "NOT EXISTS (SELECT 1 FROM runs x WHERE x.job = r.job AND "
+		    "x.state = 'running'))) WHERE conc = 'allow' OR k = 1 "
+		    "ORDER BY not_before, id LIMIT ?4) RETURNING " RUN_COLS,
+	[S_RUN_BEAT] = "UPDATE runs SET heartbeat = ?3 WHERE id = ?1 AND "
+		       "claim = ?2 AND state = 'running'",
+	/* Not beaten since ?1 (never beaten: started before ?1). */
+	[S_RUN_STALE_W] = "SELECT " RUN_COLS ", origin FROM runs WHERE "
+			  "state = 'running' AND CASE WHEN heartbeat > 0 THEN "
+			  "heartbeat ELSE started_at END < ?1 ORDER BY id",
+	[S_RUN_RESCUE] = "UPDATE runs SET state = 'crashed', finished_at = ?2, "
+			 "error = ?3, claim = 0 WHERE id = ?1 AND "
+			 "state = 'running'",
 };
 
 /* ------------------------------------------------------------------------
@@ -448,6 +565,7 @@ static int read_run(struct sq *s, sqlite3_stmt *q, struct keel_run *r)
 	if (trace != NULL)
 		snprintf(r->trace_id, sizeof(r->trace_id), "%s", trace);
 	r->node = col_str(q, 16, &oom);
+	r->claim = (uint64_t)sqlite3_column_int64(q, 17);
 	if (oom || r->job == NULL) {
 		keel_run_clear(r);
 		keel__store_errf(&s->base, "out of memory");
@@ -769,9 +887,10 @@ static int sq_job_list(struct keel_store *st, struct keel_store_job **out,
  * Runs: writes
  * ------------------------------------------------------------------------ */
 
-/* In the writer's transaction: the state and origin of run id; -ENOENT. */
+/* In the writer's transaction: the state, origin and claim token of run
+ * id; -ENOENT. */
 static int run_state_w(struct sq *s, int64_t id, enum keel_run_state *state,
-		       char *origin, size_t origin_len)
+		       char *origin, size_t origin_len, uint64_t *claim)
 {
 	int err = 0, rc;
 	sqlite3_stmt *q = prep(s, &s->w, S_RUN_STATE_W, &err);
@@ -790,6 +909,7 @@ static int run_state_w(struct sq *s, int64_t id, enum keel_run_state *state,
 			err = -EIO;
 		}
 		snprintf(origin, origin_len, "%s", o ? o : "manual");
+		*claim = (uint64_t)sqlite3_column_int64(q, 2);
 	} else if (rc == SQLITE_DONE) {
 		keel__store_errf(&s->base, "no run %lld", (long long)id);
 		err = -ENOENT;
@@ -800,24 +920,37 @@ static int run_state_w(struct sq *s, int64_t id, enum keel_run_state *state,
 	return err;
 }
 
-/* -ENOENT or -ESTALE for a run that an UPDATE ... WHERE state ... missed. */
-static int run_not_in(struct sq *s, int64_t id, const char *want)
+/* -ENOENT or -ESTALE for a run that an UPDATE ... WHERE state ... (and
+ * claim, when claim is not 0) missed. */
+static int run_not_in(struct sq *s, int64_t id, const char *want,
+		      uint64_t claim)
 {
 	enum keel_run_state state;
 	char origin[16];
-	int rc = run_state_w(s, id, &state, origin, sizeof(origin));
+	uint64_t now_claim = 0;
+	int rc = run_state_w(s, id, &state, origin, sizeof(origin), &now_claim);
 
 	if (rc != 0)
 		return rc;
-	keel__store_errf(&s->base, "run %lld is %s, not %s", (long long)id,
-			 keel_run_state_name(state), want);
+	if (claim != 0 && now_claim != claim &&
+	    (state == KEEL_RUN_QUEUED || state == KEEL_RUN_RUNNING))
+		keel__store_errf(&s->base,
+				 "run %lld: claim %llu is stale (the run's "
+				 "claim is %llu)",
+				 (long long)id, (unsigned long long)claim,
+				 (unsigned long long)now_claim);
+	else
+		keel__store_errf(&s->base, "run %lld is %s, not %s",
+				 (long long)id, keel_run_state_name(state),
+				 want);
 	return -ESTALE;
 }
 
-/* The origin of a retry inserted on its own: its predecessor's (same job,
- * tick, attempt - 1); "manual" when there is none. */
-static int prev_origin_w(struct sq *s, const struct keel_run *r, char *origin,
-			 size_t len)
+/* The origin of a retry of job (NULL: r's) inserted without the run it
+ * follows at hand: its predecessor's (same job, tick, attempt - 1);
+ * "manual" when there is none. */
+static int prev_origin_w(struct sq *s, const struct keel_run *r,
+			 const char *job, char *origin, size_t len)
 {
 	int err = 0, rc;
 	sqlite3_stmt *q = prep(s, &s->w, S_RUN_PREV_ORIGIN, &err);
@@ -825,7 +958,7 @@ static int prev_origin_w(struct sq *s, const struct keel_run *r, char *origin,
 	snprintf(origin, len, "manual");
 	if (q == NULL)
 		return err;
-	bind_text(q, 1, r->job);
+	bind_text(q, 1, job != NULL ? job : r->job);
 	sqlite3_bind_int64(q, 2, r->scheduled_at);
 	sqlite3_bind_int(q, 3, r->attempt - 1);
 	rc = sqlite3_step(q);
@@ -922,26 +1055,55 @@ static int tick_job(struct sq *s, const struct keel_store_tick *t)
 	return rc;
 }
 
+/* One run of a tick: a retry takes its predecessor's origin (an earlier
+ * run of the batch, or one stored before), as a retry inserted on its own
+ * does, so the retries of a tick are unique with it. */
+static int tick_run(struct sq *s, struct keel_run *r, const char *job)
+{
+	char origin[16];
+	int rc;
+
+	if (r->trigger != KEEL_RUN_RETRY)
+		return insert_run(s, r, job, NULL);
+	rc = prev_origin_w(s, r, job, origin, sizeof(origin));
+	return rc != 0 ? rc : insert_run(s, r, job, origin);
+}
+
+/* The ticks, in the writer's transaction. */
+static int ticks_w(struct sq *s, struct keel_store_tick *ticks, size_t n)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		rc = tick_job(s, &ticks[i]);
+		for (size_t k = 0; rc == 0 && k < ticks[i].n_runs; k++)
+			rc = tick_run(s, &ticks[i].runs[k], ticks[i].job);
+	}
+	return rc;
+}
+
+/* A failed batch: no id written is real. */
+static void ticks_undo_ids(struct keel_store_tick *ticks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < ticks[i].n_runs; k++)
+			ticks[i].runs[k].id = 0;
+}
+
 static int sq_ticks(struct keel_store *st, struct keel_store_tick *ticks,
 		    size_t n)
 {
 	struct sq *s = SQ(st);
-	size_t i, k;
 	int rc;
 
 	pthread_mutex_lock(&s->w.mu);
 	rc = tx_begin(s);
-	for (i = 0; rc == 0 && i < n; i++) {
-		rc = tick_job(s, &ticks[i]);
-		for (k = 0; rc == 0 && k < ticks[i].n_runs; k++)
-			rc = insert_run(s, &ticks[i].runs[k], ticks[i].job, NULL);
-	}
+	if (rc == 0)
+		rc = ticks_w(s, ticks, n);
 	rc = tx_end(s, rc);
 	pthread_mutex_unlock(&s->w.mu);
-	if (rc != 0) /* rolled back: no id written is real */
-		for (i = 0; i < n; i++)
-			for (k = 0; k < ticks[i].n_runs; k++)
-				ticks[i].runs[k].id = 0;
+	if (rc != 0) /* rolled back */
+		ticks_undo_ids(ticks, n);
 	return rc;
 }
 
@@ -957,7 +1119,7 @@ static int sq_run_insert(struct keel_store *st, struct keel_run *r)
 	} else {
 		rc = tx_begin(s);
 		if (rc == 0)
-			rc = prev_origin_w(s, r, origin, sizeof(origin));
+			rc = prev_origin_w(s, r, NULL, origin, sizeof(origin));
 		if (rc == 0)
 			rc = insert_run(s, r, NULL, origin);
 		rc = tx_end(s, rc);
@@ -993,7 +1155,7 @@ static int sq_run_start(struct keel_store *st, int64_t id, int64_t started_at,
 		/* Under the writer's mutex nothing changes the run between the
 		 * update and this look at why it did not apply. */
 		if (rc == 0 && sqlite3_changes(s->w.db) == 0)
-			rc = run_not_in(s, id, "queued");
+			rc = run_not_in(s, id, "queued", 0);
 	}
 	pthread_mutex_unlock(&s->w.mu);
 	free(tmp);
@@ -1026,12 +1188,35 @@ static int finish_run(struct sq *s, const struct keel_run *r)
 	sqlite3_bind_int(q, 6, r->http_status);
 	bind_text(q, 7, error);
 	bind_text(q, 8, output);
+	sqlite3_bind_int64(q, 9, (int64_t)r->claim);
 	rc = exec_stmt(s, &s->w, q, "finish run");
 	if (rc == 0 && sqlite3_changes(s->w.db) == 0)
-		rc = run_not_in(s, r->id, "queued or running");
+		rc = run_not_in(s, r->id, "queued or running", r->claim);
 out:
 	free(t_error);
 	free(t_output);
+	return rc;
+}
+
+/* One finish and its follow-up inside a transaction. */
+static int finish_one(struct sq *s, const struct keel_run *r,
+		      struct keel_run *next)
+{
+	enum keel_run_state state;
+	char origin[16];
+	uint64_t claim;
+	int rc = finish_run(s, r);
+
+	if (rc == 0 && next != NULL) {
+		/* A retry belongs to the same tick as the run it follows. */
+		if (next->trigger == KEEL_RUN_RETRY)
+			rc = run_state_w(s, r->id, &state, origin,
+					 sizeof(origin), &claim);
+		if (rc == 0)
+			rc = insert_run(s, next, NULL,
+					next->trigger == KEEL_RUN_RETRY ? origin
+									: NULL);
+	}
 	return rc;
 }
 
@@ -1039,24 +1224,12 @@ static int sq_run_finish(struct keel_store *st, const struct keel_run *r,
 			 struct keel_run *next)
 {
 	struct sq *s = SQ(st);
-	enum keel_run_state state;
-	char origin[16];
 	int rc;
 
 	pthread_mutex_lock(&s->w.mu);
 	rc = tx_begin(s);
 	if (rc == 0)
-		rc = finish_run(s, r);
-	if (rc == 0 && next != NULL) {
-		/* A retry belongs to the same tick as the run it follows. */
-		if (next->trigger == KEEL_RUN_RETRY)
-			rc = run_state_w(s, r->id, &state, origin,
-					 sizeof(origin));
-		if (rc == 0)
-			rc = insert_run(s, next, NULL,
-					next->trigger == KEEL_RUN_RETRY ? origin
-									: NULL);
-	}
+		rc = finish_one(s, r, next);
 	rc = tx_end(s, rc);
 	pthread_mutex_unlock(&s->w.mu);
 	if (rc != 0 && next != NULL)
@@ -1078,7 +1251,7 @@ static int start_one(struct sq *s, int64_t id, int64_t started_at,
 	bind_text(q, 3, node);
 	rc = exec_stmt(s, &s->w, q, "start run");
 	if (rc == 0 && sqlite3_changes(s->w.db) == 0)
-		rc = run_not_in(s, id, "queued");
+		rc = run_not_in(s, id, "queued", 0);
 	return rc;
 }
 
@@ -1114,26 +1287,6 @@ static int sq_runs_start(struct keel_store *st, const int64_t *ids, size_t n,
 	if (rc != 0)
 		for (size_t i = 0; i < n; i++)
 			rcs[i] = rc;
-	return rc;
-}
-
-/* One finish and its follow-up inside a transaction. */
-static int finish_one(struct sq *s, const struct keel_run *r,
-		      struct keel_run *next)
-{
-	enum keel_run_state state;
-	char origin[16];
-	int rc = finish_run(s, r);
-
-	if (rc == 0 && next != NULL) {
-		if (next->trigger == KEEL_RUN_RETRY)
-			rc = run_state_w(s, r->id, &state, origin,
-					 sizeof(origin));
-		if (rc == 0)
-			rc = insert_run(s, next, NULL,
-					next->trigger == KEEL_RUN_RETRY ? origin
-									: NULL);
-	}
 	return rc;
 }
 
@@ -1176,21 +1329,20 @@ static int sq_runs_finish(struct keel_store *st,
 	return rc;
 }
 
-/* A running run as recover reads it, with its origin. */
+/* A running run as recover and rescue read it, with its origin. */
 struct crashed {
 	struct keel_run run;
 	char origin[16];
 };
 
-static int read_running_w(struct sq *s, struct crashed **out, size_t *n)
+/* The rows of q (RUN_COLS, origin; bound by the caller) into a new array. */
+static int read_crashed_w(struct sq *s, sqlite3_stmt *q, struct crashed **out,
+			  size_t *n)
 {
 	struct crashed *v = NULL;
 	size_t len = 0, cap = 0;
 	int rc, err = 0;
-	sqlite3_stmt *q = prep(s, &s->w, S_RUN_RUNNING_W, &err);
 
-	if (q == NULL)
-		return err;
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		const char *o;
 
@@ -1209,7 +1361,7 @@ static int read_running_w(struct sq *s, struct crashed **out, size_t *n)
 		err = read_run(s, q, &v[len].run);
 		if (err != 0)
 			break;
-		o = (const char *)sqlite3_column_text(q, 17);
+		o = (const char *)sqlite3_column_text(q, N_RUN_COLS);
 		snprintf(v[len].origin, sizeof(v[len].origin), "%s",
 			 o ? o : "manual");
 		len++;
@@ -1222,38 +1374,61 @@ static int read_running_w(struct sq *s, struct crashed **out, size_t *n)
 	return err;
 }
 
-static int crash_run(struct sq *s, struct keel_run *r, int64_t now_ms)
+/* Running runs (of node, when not NULL), for recover. */
+static int read_running_w(struct sq *s, const char *node, struct crashed **out,
+			  size_t *n)
+{
+	int err = 0;
+	sqlite3_stmt *q = prep(s, &s->w,
+			       node ? S_RUN_RUNNING_NODE_W : S_RUN_RUNNING_W,
+			       &err);
+
+	*out = NULL;
+	*n = 0;
+	if (q == NULL)
+		return err;
+	if (node != NULL)
+		bind_text(q, 1, node);
+	return read_crashed_w(s, q, out, n);
+}
+
+/* Makes r crashed with error (what the row gets, claim 0 included, and r
+ * as it now is, for decide). */
+static int crash_run(struct sq *s, enum sid id, struct keel_run *r,
+		     int64_t now_ms, const char *error)
 {
 	int err = 0, rc;
-	sqlite3_stmt *q = prep(s, &s->w, S_RUN_CRASH, &err);
+	sqlite3_stmt *q = prep(s, &s->w, id, &err);
 	char *msg;
 
 	if (q == NULL)
 		return err;
 	sqlite3_bind_int64(q, 1, r->id);
 	sqlite3_bind_int64(q, 2, now_ms);
-	bind_text(q, 3, KEEL__STORE_CRASHED_ERROR);
+	bind_text(q, 3, error);
 	rc = exec_stmt(s, &s->w, q, "crash run");
 	if (rc != 0)
 		return rc;
-	msg = strdup(KEEL__STORE_CRASHED_ERROR);
+	msg = strdup(error);
 	if (msg == NULL) {
 		keel__store_errf(&s->base, "out of memory");
 		return -ENOMEM;
 	}
-	/* The run as it now is, for decide. */
 	free(r->error);
 	r->error = msg;
 	r->state = KEEL_RUN_CRASHED;
 	r->finished_at = now_ms;
+	if (id == S_RUN_RESCUE)
+		r->claim = 0;
 	return 0;
 }
 
-/* decide's answer for c, inserted when it asked for a retry. */
+/* decide's answer for c, inserted when it asked for a retry; what names
+ * the call in messages. */
 static int decide_next(struct sq *s, struct crashed *c,
 		       int (*decide)(const struct keel_run *crashed,
 				     struct keel_run *next, void *ud),
-		       void *ud)
+		       void *ud, const char *what)
 {
 	struct keel_run next;
 	int rc, want;
@@ -1262,9 +1437,8 @@ static int decide_next(struct sq *s, struct crashed *c,
 	want = decide(&c->run, &next, ud);
 	if (want < 0) {
 		keel_run_clear(&next);
-		keel__store_errf(&s->base,
-				 "recover: decide failed for run %lld (%d)",
-				 (long long)c->run.id, want);
+		keel__store_errf(&s->base, "%s: decide failed for run %lld (%d)",
+				 what, (long long)c->run.id, want);
 		return want;
 	}
 	if (want == 0) {
@@ -1287,7 +1461,14 @@ static int decide_next(struct sq *s, struct crashed *c,
 	return rc;
 }
 
-static int sq_recover(struct keel_store *st, int64_t now_ms,
+static void crashed_free(struct crashed *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		keel_run_clear(&v[i].run);
+	free(v);
+}
+
+static int sq_recover(struct keel_store *st, const char *node, int64_t now_ms,
 		      int (*decide)(const struct keel_run *crashed,
 				    struct keel_run *next, void *ud),
 		      void *ud, size_t *n_crashed)
@@ -1302,17 +1483,16 @@ static int sq_recover(struct keel_store *st, int64_t now_ms,
 	pthread_mutex_lock(&s->w.mu);
 	rc = tx_begin(s);
 	if (rc == 0)
-		rc = read_running_w(s, &v, &n);
+		rc = read_running_w(s, node, &v, &n);
 	for (i = 0; rc == 0 && i < n; i++) {
-		rc = crash_run(s, &v[i].run, now_ms);
+		rc = crash_run(s, S_RUN_CRASH, &v[i].run, now_ms,
+			       KEEL__STORE_CRASHED_ERROR);
 		if (rc == 0 && decide != NULL)
-			rc = decide_next(s, &v[i], decide, ud);
+			rc = decide_next(s, &v[i], decide, ud, "recover");
 	}
 	rc = tx_end(s, rc);
 	pthread_mutex_unlock(&s->w.mu);
-	for (i = 0; i < n; i++)
-		keel_run_clear(&v[i].run);
-	free(v);
+	crashed_free(v, n);
 	if (rc == 0)
 		*n_crashed = n;
 	return rc;
@@ -1589,6 +1769,414 @@ static int sq_event_list(struct keel_store *st, int64_t before_id, int limit,
 }
 
 /* ------------------------------------------------------------------------
+ * The cluster, for the one keeld that opens the directory
+ * ------------------------------------------------------------------------ */
+
+/* The store's clock: this process's wall clock, in ms. */
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* In the writer's transaction: the lease as it is at now. */
+static int lease_get_w(struct sq *s, int64_t now, struct keel_store_lease *out)
+{
+	int err = 0, rc;
+	sqlite3_stmt *q = prep(s, &s->w, S_LEASE_GET, &err);
+
+	memset(out, 0, sizeof(*out));
+	out->now = now;
+	if (q == NULL)
+		return err;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const char *h = (const char *)sqlite3_column_text(q, 0);
+
+		snprintf(out->holder, sizeof(out->holder), "%s", h ? h : "");
+		out->term = sqlite3_column_int64(q, 1);
+		out->expires_at = sqlite3_column_int64(q, 2);
+	} else if (rc != SQLITE_DONE) {
+		err = fail(s, s->w.db, rc, "read the lease");
+	}
+	done(q);
+	return err;
+}
+
+static int sq_lease_acquire(struct keel_store *st, const char *node,
+			    int64_t ttl_ms, struct keel_store_lease *out)
+{
+	struct sq *s = SQ(st);
+	int64_t now;
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	/* Read under the writer's lock: nobody moves the lease meanwhile. */
+	now = wall_ms();
+	if (rc == 0) {
+		q = prep(s, &s->w, S_LEASE_TAKE, &err);
+		if (q == NULL) {
+			rc = err;
+		} else {
+			bind_text(q, 1, node);
+			sqlite3_bind_int64(q, 2, now);
+			sqlite3_bind_int64(q, 3, ttl_ms);
+			rc = exec_stmt(s, &s->w, q, "take the lease");
+		}
+	}
+	if (rc == 0)
+		rc = lease_get_w(s, now, out);
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+static int sq_lease_release(struct keel_store *st, const char *node,
+			    int64_t term)
+{
+	struct sq *s = SQ(st);
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	q = prep(s, &s->w, S_LEASE_RELEASE, &err);
+	if (q == NULL) {
+		rc = err;
+	} else {
+		bind_text(q, 1, node);
+		sqlite3_bind_int64(q, 2, term);
+		sqlite3_bind_int64(q, 3, wall_ms());
+		rc = exec_stmt(s, &s->w, q, "release the lease");
+		if (rc == 0 && sqlite3_changes(s->w.db) == 0) {
+			keel__store_errf(st,
+					 "node '%s' does not hold the lease at "
+					 "term %lld",
+					 node, (long long)term);
+			rc = -ESTALE;
+		}
+	}
+	pthread_mutex_unlock(&s->w.mu);
+	return rc;
+}
+
+/* In the writer's transaction: term holds the lease at now, else
+ * -ESTALE. SQLite's one writer keeps it so until the commit. */
+static int fence_w(struct sq *s, int64_t term, int64_t now)
+{
+	int err = 0, rc;
+	sqlite3_stmt *q = prep(s, &s->w, S_LEASE_CHECK, &err);
+
+	if (q == NULL)
+		return err;
+	sqlite3_bind_int64(q, 1, term);
+	sqlite3_bind_int64(q, 2, now);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		err = 0;
+	} else if (rc == SQLITE_DONE) {
+		keel__store_errf(&s->base,
+				 "term %lld no longer holds the lease",
+				 (long long)term);
+		err = -ESTALE;
+	} else {
+		err = fail(s, s->w.db, rc, "check the lease");
+	}
+	done(q);
+	return err;
+}
+
+static int sq_ticks_fenced(struct keel_store *st, int64_t term,
+			   struct keel_store_tick *ticks, size_t n)
+{
+	struct sq *s = SQ(st);
+	int rc;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	if (rc == 0)
+		rc = fence_w(s, term, wall_ms());
+	if (rc == 0)
+		rc = ticks_w(s, ticks, n);
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0)
+		ticks_undo_ids(ticks, n);
+	return rc;
+}
+
+static int sq_node_beat(struct keel_store *st, const char *node, int running,
+			const char *tags_json, int64_t *now_ms)
+{
+	struct sq *s = SQ(st);
+	int64_t now = wall_ms();
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	q = prep(s, &s->w, S_NODE_BEAT, &err);
+	if (q == NULL) {
+		rc = err;
+	} else {
+		bind_text(q, 1, node);
+		sqlite3_bind_int64(q, 2, now);
+		sqlite3_bind_int(q, 3, running);
+		bind_text(q, 4, tags_json);
+		rc = exec_stmt(s, &s->w, q, "beat");
+	}
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc == 0)
+		*now_ms = now;
+	return rc;
+}
+
+/* A row of S_NODE_LIST into *nd. */
+static int read_node(struct sq *s, sqlite3_stmt *q, struct keel_store_node *nd)
+{
+	int oom = 0, rc;
+
+	memset(nd, 0, sizeof(*nd));
+	nd->id = col_str(q, 0, &oom);
+	nd->last_heartbeat = sqlite3_column_int64(q, 1);
+	nd->started_at = sqlite3_column_int64(q, 2);
+	nd->running = sqlite3_column_int(q, 3);
+	if (oom || nd->id == NULL) {
+		free(nd->id);
+		nd->id = NULL;
+		keel__store_errf(&s->base, "out of memory");
+		return -ENOMEM;
+	}
+	rc = keel__store_tags_parse(&s->base,
+				    (const char *)sqlite3_column_text(q, 4),
+				    &nd->tags, &nd->n_tags);
+	if (rc != 0) {
+		free(nd->id);
+		nd->id = NULL;
+	}
+	return rc;
+}
+
+/* In the writer's transaction: every node into a new array. */
+static int node_list_w(struct sq *s, struct keel_store_node **out, size_t *n)
+{
+	struct keel_store_node *v = NULL;
+	size_t len = 0, cap = 0;
+	int rc, err = 0;
+	sqlite3_stmt *q = prep(s, &s->w, S_NODE_LIST, &err);
+
+	if (q == NULL)
+		return err;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		if (len == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			struct keel_store_node *nv =
+				realloc(v, ncap * sizeof(*v));
+
+			if (nv == NULL) {
+				keel__store_errf(&s->base, "out of memory");
+				err = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		err = read_node(s, q, &v[len]);
+		if (err != 0)
+			break;
+		len++;
+	}
+	if (err == 0 && rc != SQLITE_DONE)
+		err = fail(s, s->w.db, rc, "list nodes");
+	done(q);
+	if (err != 0) {
+		keel_store_nodes_free(v, len);
+		return err;
+	}
+	*out = v;
+	*n = len;
+	return 0;
+}
+
+static int sq_node_list(struct keel_store *st, int64_t forget_ms,
+			struct keel_store_node **out, size_t *n)
+{
+	struct sq *s = SQ(st);
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	if (rc == 0 && forget_ms > 0) {
+		q = prep(s, &s->w, S_NODE_FORGET, &err);
+		if (q == NULL) {
+			rc = err;
+		} else {
+			sqlite3_bind_int64(q, 1, wall_ms() - forget_ms);
+			rc = exec_stmt(s, &s->w, q, "forget nodes");
+		}
+	}
+	if (rc == 0)
+		rc = node_list_w(s, out, n);
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0 && *out != NULL) {
+		keel_store_nodes_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
+/* Claimed runs in the order they were due. */
+static int by_due(const void *a, const void *b)
+{
+	const struct keel_run *x = a, *y = b;
+
+	if (x->not_before != y->not_before)
+		return x->not_before < y->not_before ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int sq_claim(struct keel_store *st, const char *node,
+		    const char *tags_json, int max, struct keel_run **out,
+		    size_t *n)
+{
+	struct sq *s = SQ(st);
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	if (rc == 0) {
+		q = prep(s, &s->w, S_CLAIM, &err);
+		if (q == NULL) {
+			rc = err;
+		} else {
+			bind_text(q, 1, node);
+			sqlite3_bind_int64(q, 2, wall_ms());
+			bind_text(q, 3, tags_json);
+			sqlite3_bind_int(q, 4, max);
+			rc = read_runs(s, &s->w, q, out, n);
+		}
+	}
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0) {
+		keel_store_runs_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return rc;
+	}
+	if (*n > 1)
+		qsort(*out, *n, sizeof(**out), by_due);
+	return 0;
+}
+
+static int sq_runs_beat(struct keel_store *st, const int64_t *ids,
+			const uint64_t *claims, size_t n, int *rcs)
+{
+	struct sq *s = SQ(st);
+	int64_t now = wall_ms();
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		q = prep(s, &s->w, S_RUN_BEAT, &err);
+		if (q == NULL) {
+			rc = err;
+			break;
+		}
+		sqlite3_bind_int64(q, 1, ids[i]);
+		sqlite3_bind_int64(q, 2, (int64_t)claims[i]);
+		sqlite3_bind_int64(q, 3, now);
+		rc = exec_stmt(s, &s->w, q, "beat runs");
+		rcs[i] = rc == 0 && sqlite3_changes(s->w.db) == 0 ? -ESTALE : 0;
+	}
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	if (rc != 0)
+		for (size_t i = 0; i < n; i++)
+			rcs[i] = rc;
+	else
+		for (size_t i = 0; i < n; i++)
+			if (rcs[i] != 0) {
+				keel__store_errf(st,
+						 "run %lld is no longer running "
+						 "with claim %llu",
+						 (long long)ids[i],
+						 (unsigned long long)claims[i]);
+				break;
+			}
+	return rc;
+}
+
+/* "rescued: node <node> stopped beating", malloc'd; NULL: no memory. */
+static char *rescued_error(const char *node)
+{
+	char *msg = NULL;
+
+	if (asprintf(&msg, "%s%s%s", KEEL__STORE_RESCUED_ERROR,
+		     node != NULL ? node : "(none)",
+		     KEEL__STORE_RESCUED_END) < 0)
+		return NULL;
+	return msg;
+}
+
+static int sq_rescue(struct keel_store *st, int64_t term, int64_t stale_ms,
+		     int (*decide)(const struct keel_run *crashed,
+				   struct keel_run *next, void *ud),
+		     void *ud, size_t *n_rescued)
+{
+	struct sq *s = SQ(st);
+	struct crashed *v = NULL;
+	size_t n = 0, i;
+	int64_t now;
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->w.mu);
+	rc = tx_begin(s);
+	now = wall_ms();
+	if (rc == 0)
+		rc = fence_w(s, term, now);
+	if (rc == 0) {
+		q = prep(s, &s->w, S_RUN_STALE_W, &err);
+		if (q == NULL) {
+			rc = err;
+		} else {
+			sqlite3_bind_int64(q, 1, now - stale_ms);
+			rc = read_crashed_w(s, q, &v, &n);
+		}
+	}
+	for (i = 0; rc == 0 && i < n; i++) {
+		char *msg = rescued_error(v[i].run.node);
+
+		if (msg == NULL) {
+			keel__store_errf(st, "out of memory");
+			rc = -ENOMEM;
+			break;
+		}
+		rc = crash_run(s, S_RUN_RESCUE, &v[i].run, now, msg);
+		free(msg);
+		if (rc == 0 && decide != NULL)
+			rc = decide_next(s, &v[i], decide, ud, "rescue");
+	}
+	rc = tx_end(s, rc);
+	pthread_mutex_unlock(&s->w.mu);
+	crashed_free(v, n);
+	if (rc == 0)
+		*n_rescued = n;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
  * Open and close
  * ------------------------------------------------------------------------ */
 
@@ -1642,6 +2230,14 @@ static const struct keel_store_ops sqlite_ops = {
 	.run_counts = sq_run_counts,
 	.event_add = sq_event_add,
 	.event_list = sq_event_list,
+	.lease_acquire = sq_lease_acquire,
+	.lease_release = sq_lease_release,
+	.node_beat = sq_node_beat,
+	.node_list = sq_node_list,
+	.claim = sq_claim,
+	.runs_beat = sq_runs_beat,
+	.ticks_fenced = sq_ticks_fenced,
+	.rescue = sq_rescue,
 };
 
 static int seterr(char *err, size_t len, int rc, const char *fmt, ...)

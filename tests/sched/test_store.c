@@ -297,7 +297,7 @@ TEST(open_creates_files_in_wal_mode)
 	CHECK_STR(text, "wal");
 	CHECK_INT(db_int(db, "PRAGMA user_version"), ==,
 		  keel_store_schema_version());
-	CHECK_INT(keel_store_schema_version(), ==, 1);
+	CHECK_INT(keel_store_schema_version(), ==, 2);
 	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
 			     "name IN ('jobs', 'runs', 'events')"),
 		  ==, 3);
@@ -756,6 +756,64 @@ TEST(tick_uniqueness_covers_retries_not_manual_runs)
 	insert(st, "a", KEEL_RUN_MANUAL, 1, 1120000);
 	CHECK_INT(tick1(st, "a", 1120, NULL), ==, 0);
 	CHECK_INT(count_all(st, "a"), ==, 8);
+	keel_store_close(st);
+	tmp_cleanup();
+	keel_test_leak_check();
+}
+
+/* A retry in a tick batch is its tick's, as one inserted on its own or
+ * with its run's finish is (keel/store.h: "the retries of such a run"),
+ * and as the PostgreSQL store has it: unique with its tick. */
+TEST(retry_in_a_tick_batch_takes_its_tick_origin)
+{
+	struct keel_store *st;
+	struct keel_run ra[3], rb[1], r;
+	struct keel_store_tick t[2];
+	char sql[96], text[32];
+	sqlite3 *db;
+
+	tmp_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	put_job(st, "b", 1000);
+	/* A tick's run and its retries in one batch (the retry of attempt
+	 * 3 follows one earlier in the same batch); and a lone retry whose
+	 * first attempt is nowhere: its origin is "manual". */
+	ra[0] = mkrun(NULL, KEEL_RUN_MISSED, 1, 1060000);
+	ra[1] = mkrun(NULL, KEEL_RUN_RETRY, 2, 1060000);
+	ra[2] = mkrun(NULL, KEEL_RUN_RETRY, 3, 1060000);
+	rb[0] = mkrun(NULL, KEEL_RUN_RETRY, 2, 7000);
+	t[0] = (struct keel_store_tick){ "a", 1060, ra, 3 };
+	t[1] = (struct keel_store_tick){ "b", 1060, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 2), ==, 0);
+	db = db_open();
+	snprintf(sql, sizeof(sql), "SELECT origin FROM runs WHERE id = %lld",
+		 (long long)ra[1].id);
+	db_text(db, sql, text, sizeof(text));
+	CHECK_STR(text, "missed");
+	snprintf(sql, sizeof(sql), "SELECT origin FROM runs WHERE id = %lld",
+		 (long long)ra[2].id);
+	db_text(db, sql, text, sizeof(text));
+	CHECK_STR(text, "missed");
+	snprintf(sql, sizeof(sql), "SELECT origin FROM runs WHERE id = %lld",
+		 (long long)rb[0].id);
+	db_text(db, sql, text, sizeof(text));
+	CHECK_STR(text, "manual");
+	sqlite3_close(db);
+	/* So the tick's retries are unique: a second attempt 2 or 3 of it,
+	 * on its own or in a batch, is refused. */
+	r = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EEXIST);
+	ra[0] = mkrun(NULL, KEEL_RUN_RETRY, 3, 1060000);
+	t[0] = (struct keel_store_tick){ "a", 1120, ra, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, -EEXIST);
+	CHECK_INT(ra[0].id, ==, 0);
+	/* The lone retry is not a tick's: another may follow. */
+	rb[0] = mkrun(NULL, KEEL_RUN_RETRY, 2, 7000);
+	t[0] = (struct keel_store_tick){ "b", 1060, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, 0);
+	CHECK_INT(count_all(st, "a"), ==, 3);
+	CHECK_INT(count_all(st, "b"), ==, 2);
 	keel_store_close(st);
 	tmp_cleanup();
 	keel_test_leak_check();
@@ -1317,11 +1375,11 @@ TEST(newer_schema_is_refused)
 		  -EPROTO);
 	CHECK(st == NULL);
 	CHECK_CONTAINS(err,
-		       "database schema version 9 is newer than this keeld (1)");
+		       "database schema version 9 is newer than this keeld (2)");
 	/* Nothing was changed, and the failed open left no lock behind. */
 	db = db_open();
 	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 9);
-	db_exec(db, "PRAGMA user_version = 1");
+	db_exec(db, "PRAGMA user_version = 2");
 	sqlite3_close(db);
 	st = open_ok();
 	keel_store_close(st);
@@ -1331,69 +1389,72 @@ TEST(newer_schema_is_refused)
 
 TEST(migration_steps_apply_in_their_transaction)
 {
-	const char *const *v1;
-	const char *two[2], *three[3];
-	char err[512];
+	const char *const *mine;
+	const char *more[16];
+	char err[512], want[64];
 	struct keel_store *st = NULL;
 	struct keel_store_job sj;
 	size_t n;
 	sqlite3 *db;
 
 	tmp_setup();
-	v1 = keel__store_sqlite_steps(&n);
-	CHECK_INT(n, ==, 1);
+	mine = keel__store_sqlite_steps(&n);
+	CHECK_INT(n, ==, keel_store_schema_version());
+	CHECK(n + 2 <= sizeof(more) / sizeof(more[0]));
+	for (size_t i = 0; i < n; i++)
+		more[i] = mine[i];
 	st = open_ok();
 	put_job(st, "a", 1);
 	keel_store_close(st);
 
-	/* A version 2 is one more entry: applied to the version 1 file. */
-	two[0] = v1[0];
-	two[1] = "CREATE TABLE extra(x INTEGER); INSERT INTO extra VALUES(42);";
-	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, two, 2, &st, err,
-						sizeof(err)),
+	/* A version n + 1 is one more entry: applied to this build's file. */
+	more[n] = "CREATE TABLE extra(x INTEGER); INSERT INTO extra VALUES(42);";
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, more, n + 1, &st,
+						err, sizeof(err)),
 		  ==, 0);
 	sj = get_job(st, "a");
 	keel_store_job_clear(&sj);
 	keel_store_close(st);
 	db = db_open();
-	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, n + 1);
 	CHECK_INT(db_int(db, "SELECT x FROM extra"), ==, 42);
 	sqlite3_close(db);
 
-	/* A step that fails half-way leaves the database at 2. */
-	three[0] = two[0];
-	three[1] = two[1];
-	three[2] = "CREATE TABLE t3(x); INSERT INTO nosuch VALUES(1);";
+	/* A step that fails half-way leaves the database at n + 1. */
+	more[n + 1] = "CREATE TABLE t3(x); INSERT INTO nosuch VALUES(1);";
 	st = NULL;
-	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, three, 3, &st, err,
-						sizeof(err)),
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, more, n + 2, &st,
+						err, sizeof(err)),
 		  ==, -EIO);
 	CHECK(st == NULL);
-	CHECK_CONTAINS(err, "migration to version 3 failed");
+	snprintf(want, sizeof(want), "migration to version %zu failed", n + 2);
+	CHECK_CONTAINS(err, want);
 	CHECK_CONTAINS(err, "nosuch");
 	db = db_open();
-	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, n + 1);
 	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
 			     "name = 't3'"),
 		  ==, 0);
 	sqlite3_close(db);
 
-	/* This build (1 step) refuses the version 2 file. */
+	/* This build (n steps) refuses the version n + 1 file. */
 	CHECK_INT(keel_store_sqlite_open(data, NULL, &st, err, sizeof(err)), ==,
 		  -EPROTO);
-	CHECK_CONTAINS(err, "version 2 is newer than this keeld (1)");
+	snprintf(want, sizeof(want), "version %zu is newer than this keeld (%zu)",
+		 n + 1, n);
+	CHECK_CONTAINS(err, want);
 
 	/* A new database gets every step in order. */
 	snprintf(data, sizeof(data), "%s/fresh", base);
-	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, two, 2, &st, err,
-						sizeof(err)),
+	CHECK_INT(keel__store_sqlite_open_steps(data, NULL, more, n + 1, &st,
+						err, sizeof(err)),
 		  ==, 0);
 	keel_store_close(st);
 	db = db_open();
-	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 2);
+	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, n + 1);
 	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
-			     "name IN ('jobs', 'extra')"),
-		  ==, 2);
+			     "name IN ('jobs', 'lease', 'extra')"),
+		  ==, 3);
 	sqlite3_close(db);
 	tmp_cleanup();
 	keel_test_leak_check();

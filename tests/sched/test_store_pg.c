@@ -335,7 +335,7 @@ TEST(open_creates_the_schema)
 	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==,
 		  keel_store_schema_version());
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM schema_version"), ==, 1);
-	CHECK_INT(keel_store_schema_version(), ==, 1);
+	CHECK_INT(keel_store_schema_version(), ==, 2);
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM pg_tables WHERE tablename "
 			      "IN ('jobs', 'runs', 'events', 'schema_version')"),
 		  ==, 4);
@@ -796,6 +796,62 @@ TEST(tick_uniqueness_covers_retries_not_manual_runs)
 	insert(st, "a", KEEL_RUN_MANUAL, 1, 1120000);
 	CHECK_INT(tick1(st, "a", 1120, NULL), ==, 0);
 	CHECK_INT(count_all(st, "a"), ==, 9);
+	keel_store_close(st);
+	db_cleanup();
+	keel_test_leak_check();
+}
+
+/* A retry in a tick batch is its tick's, as one inserted on its own or
+ * with its run's finish is (keel/store.h: "the retries of such a run"),
+ * and as the SQLite store has it: unique with its tick. */
+TEST(retry_in_a_tick_batch_takes_its_tick_origin)
+{
+	struct keel_store *st;
+	struct keel_run ra[3], rb[1], r;
+	struct keel_store_tick t[2];
+	char text[96];
+	PGconn *db;
+
+	db_setup();
+	st = open_ok();
+	put_job(st, "a", 1000);
+	put_job(st, "b", 1000);
+	/* A tick's run and its retries in one batch (the retry of attempt
+	 * 3 follows one earlier in the same batch); and a lone retry whose
+	 * first attempt is nowhere: its origin is "manual". */
+	ra[0] = mkrun(NULL, KEEL_RUN_MISSED, 1, 1060000);
+	ra[1] = mkrun(NULL, KEEL_RUN_RETRY, 2, 1060000);
+	ra[2] = mkrun(NULL, KEEL_RUN_RETRY, 3, 1060000);
+	rb[0] = mkrun(NULL, KEEL_RUN_RETRY, 2, 7000);
+	t[0] = (struct keel_store_tick){ "a", 1060, ra, 3 };
+	t[1] = (struct keel_store_tick){ "b", 1060, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 2), ==, 0);
+	db = db_open();
+	snprintf(text, sizeof(text),
+		 "SELECT count(*) FROM runs WHERE id IN (%lld, %lld) AND "
+		 "origin = 'missed'",
+		 (long long)ra[1].id, (long long)ra[2].id);
+	CHECK_INT(sql_int(db, text), ==, 2);
+	snprintf(text, sizeof(text),
+		 "SELECT count(*) FROM runs WHERE id = %lld AND "
+		 "origin = 'manual'",
+		 (long long)rb[0].id);
+	CHECK_INT(sql_int(db, text), ==, 1);
+	PQfinish(db);
+	/* So the tick's retries are unique: a second attempt 2 or 3 of it,
+	 * on its own or in a batch, is refused. */
+	r = mkrun("a", KEEL_RUN_RETRY, 2, 1060000);
+	CHECK_INT(keel_store_run_insert(st, &r), ==, -EEXIST);
+	ra[0] = mkrun(NULL, KEEL_RUN_RETRY, 3, 1060000);
+	t[0] = (struct keel_store_tick){ "a", 1120, ra, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, -EEXIST);
+	CHECK_INT(ra[0].id, ==, 0);
+	/* The lone retry is not a tick's: another may follow. */
+	rb[0] = mkrun(NULL, KEEL_RUN_RETRY, 2, 7000);
+	t[0] = (struct keel_store_tick){ "b", 1060, rb, 1 };
+	CHECK_INT(keel_store_ticks(st, t, 1), ==, 0);
+	CHECK_INT(count_all(st, "a"), ==, 3);
+	CHECK_INT(count_all(st, "b"), ==, 2);
 	keel_store_close(st);
 	db_cleanup();
 	keel_test_leak_check();
@@ -1397,11 +1453,11 @@ TEST(newer_schema_is_refused)
 		  -EPROTO);
 	CHECK(st == NULL);
 	CHECK_CONTAINS(err,
-		       "database schema version 9 is newer than this keeld (1)");
+		       "database schema version 9 is newer than this keeld (2)");
 	CHECK_CONTAINS(err, dbname);
 	/* Nothing was changed. */
 	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 9);
-	sql_exec(db, "UPDATE schema_version SET version = 1");
+	sql_exec(db, "UPDATE schema_version SET version = 2");
 	PQfinish(db);
 	st = open_ok();
 	keel_store_close(st);
@@ -1411,56 +1467,60 @@ TEST(newer_schema_is_refused)
 
 TEST(migration_steps_apply_in_their_transaction)
 {
-	const char *const *v1;
-	const char *two[2], *three[3];
-	char err[512], info[600];
+	const char *const *mine;
+	const char *more[16];
+	char err[512], info[600], want[64];
 	struct keel_store *st = NULL;
 	struct keel_store_job sj;
 	size_t n;
 	PGconn *db;
 
 	db_setup();
-	v1 = keel__store_pg_steps(&n);
-	CHECK_INT(n, ==, 1);
+	mine = keel__store_pg_steps(&n);
+	CHECK_INT(n, ==, keel_store_schema_version());
+	CHECK(n + 2 <= sizeof(more) / sizeof(more[0]));
+	for (size_t i = 0; i < n; i++)
+		more[i] = mine[i];
 	st = open_ok();
 	put_job(st, "a", 1);
 	keel_store_close(st);
 
-	/* A version 2 is one more entry: applied to the version 1 database. */
-	two[0] = v1[0];
-	two[1] = "CREATE TABLE extra(x INTEGER); INSERT INTO extra VALUES(42);";
-	CHECK_INT(keel__store_pg_open_steps(conninfo, NULL, two, 2, &st, err,
-					    sizeof(err)),
+	/* A version n + 1 is one more entry: applied to this build's
+	 * database. */
+	more[n] = "CREATE TABLE extra(x INTEGER); INSERT INTO extra VALUES(42);";
+	CHECK_INT(keel__store_pg_open_steps(conninfo, NULL, more, n + 1, &st,
+					    err, sizeof(err)),
 		  ==, 0);
 	sj = get_job(st, "a");
 	keel_store_job_clear(&sj);
 	keel_store_close(st);
 	db = db_open();
-	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 2);
+	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, n + 1);
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM schema_version"), ==, 1);
 	CHECK_INT(sql_int(db, "SELECT x FROM extra"), ==, 42);
 
-	/* A step that fails half-way leaves the database at 2. */
-	three[0] = two[0];
-	three[1] = two[1];
-	three[2] = "CREATE TABLE t3(x INTEGER); INSERT INTO nosuch VALUES(1);";
+	/* A step that fails half-way leaves the database at n + 1. */
+	more[n + 1] = "CREATE TABLE t3(x INTEGER); INSERT INTO nosuch VALUES(1);";
 	st = NULL;
-	CHECK_INT(keel__store_pg_open_steps(conninfo, NULL, three, 3, &st, err,
-					    sizeof(err)),
+	CHECK_INT(keel__store_pg_open_steps(conninfo, NULL, more, n + 2, &st,
+					    err, sizeof(err)),
 		  ==, -EIO);
 	CHECK(st == NULL);
-	CHECK_CONTAINS(err, "migration to version 3 failed");
+	snprintf(want, sizeof(want), "migration to version %zu failed", n + 2);
+	CHECK_CONTAINS(err, want);
 	CHECK_CONTAINS(err, "nosuch");
-	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 2);
+	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, n + 1);
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM pg_tables WHERE "
 			      "tablename = 't3'"),
 		  ==, 0);
 	PQfinish(db);
 
-	/* This build (1 step) refuses the version 2 database. */
+	/* This build (n steps) refuses the version n + 1 database. */
 	CHECK_INT(keel_store_pg_open(conninfo, NULL, &st, err, sizeof(err)), ==,
 		  -EPROTO);
-	CHECK_CONTAINS(err, "version 2 is newer than this keeld (1)");
+	snprintf(want, sizeof(want), "version %zu is newer than this keeld (%zu)",
+		 n + 1, n);
+	CHECK_CONTAINS(err, want);
 
 	/* A new database gets every step in order. */
 	{
@@ -1469,16 +1529,16 @@ TEST(migration_steps_apply_in_their_transaction)
 		snprintf(fresh, sizeof(fresh), "%s_fresh", dbname);
 		admin("CREATE DATABASE %s", fresh);
 		pg_server_conninfo(&server, fresh, info, sizeof(info));
-		CHECK_INT(keel__store_pg_open_steps(info, NULL, two, 2, &st,
-						    err, sizeof(err)),
+		CHECK_INT(keel__store_pg_open_steps(info, NULL, more, n + 1,
+						    &st, err, sizeof(err)),
 			  ==, 0);
 		keel_store_close(st);
 		db = connect_to(fresh);
 		CHECK_INT(sql_int(db, "SELECT version FROM schema_version"),
-			  ==, 2);
+			  ==, n + 1);
 		CHECK_INT(sql_int(db, "SELECT count(*) FROM pg_tables WHERE "
-				      "tablename IN ('jobs', 'extra')"),
-			  ==, 2);
+				      "tablename IN ('jobs', 'lease', 'extra')"),
+			  ==, 3);
 		PQfinish(db);
 		admin("DROP DATABASE %s WITH (FORCE)", fresh);
 	}
@@ -2076,7 +2136,8 @@ TEST(nodes_starting_together_migrate_once)
 		keel_store_close(o[i].st);
 	db = db_open();
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM schema_version"), ==, 1);
-	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 1);
+	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==,
+		  keel_store_schema_version());
 	PQfinish(db);
 	db_cleanup();
 	keel_test_leak_check();
