@@ -26,11 +26,12 @@
  *
  * The access log is a real JSON logger (level INFO) writing to /dev/null:
  * every record is formatted whole and written, as it would be to a file or
- * a pipe, minus the disk. Asynchronous (full), a request only copies its
- * record into the logger's queue and the writer thread writes batches; a
- * run in which the queue dropped a record fails (exit 1), since dropping is
- * cheaper than writing. Synchronous (full_synclog), each record is one
- * write(2) before the response goes out. The metrics go to a
+ * a pipe, minus the disk. Asynchronous (full), a request only copies the
+ * record's values into the logger's queue, and the writer thread formats
+ * the records (keel_log_write_deferred) and writes them in batches; a run
+ * in which the queue dropped a record fails (exit 1), since dropping is
+ * cheaper than writing. Synchronous (full_synclog), each record is
+ * formatted and written (one write(2)) before the response goes out. The metrics go to a
  * registry of their own, never scraped. The trace middleware starts a trace
  * for every request (wrk sends no traceparent) and answers traceparent and
  * X-Request-Id headers.

@@ -145,6 +145,10 @@ start_server() {
 	local c=$1 i word p
 	local -a cmd
 	read -r -a cmd <<<"$(server_cmd "$c")"
+	# The previous round's files go first: the redirection below empties
+	# them only once the child runs, and the loop must not read the old
+	# "ready <port>" before that.
+	rm -f "$work/$c.out" "$work/$c.err"
 	"${cmd[@]}" >"$work/$c.out" 2>"$work/$c.err" &
 	server_pid=$!
 	port=

@@ -335,7 +335,10 @@ KEEL_API const char *keel_http_request_id(const struct keel_http_req *rq);
  * access_log - one INFO record per request (WARN for 4xx, ERROR for 5xx)
  * to ud (a struct keel_logger *, NULL: default), module "http": method,
  * path, route, status, bytes, duration_ms, remote, request_id (and the
- * trace ids, from the current context).
+ * trace ids, from the current context). With an asynchronous logger the
+ * request only queues the values; the logger's writer thread makes the
+ * JSON (keel_log_write_deferred), the same bytes as a synchronous logger
+ * writes.
  */
 KEEL_API void keel_http_mw_access_log(struct keel_http_req *rq,
 				      struct keel_http_resp *rs,

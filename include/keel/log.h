@@ -219,6 +219,46 @@ KEEL_API void keel_log_write(struct keel_logger *lg, enum keel_log_level level,
 			     const char *module, const char *msg,
 			     const struct keel_field *fields, size_t n);
 
+/*
+ * Deferred records: for a hot path that logs on every call (an HTTP access
+ * log), the JSON formatting can move to an asynchronous logger's writer
+ * thread. The caller queues its raw values as one self-contained block of
+ * bytes (a small struct and the strings it needs, copied: no pointer into
+ * the caller's memory may be in it); later, on the writer thread, a
+ * function of the caller's turns that block back into fields, and the
+ * record is formatted exactly as keel_log_write would have formatted it at
+ * the time of the call: the timestamp and the calling thread's trace
+ * context are taken by keel_log_write_deferred, not by the writer.
+ *
+ * keel_log_fields_fn - fills out[0..max) with the record's fields from the
+ * block and returns how many; the fields' strings may point into data,
+ * which stays valid during the call only. data is the queued copy, at an
+ * address aligned to 8 bytes, or, when the record is not queued (see
+ * below), the caller's own block. It runs on the writer thread (or in the
+ * caller), must not log to the same logger, must not fail (it cannot
+ * refuse the record), and must stay callable until the record is written
+ * (keel_log_flush, keel_log_free).
+ */
+#define KEEL_LOG_DEFERRED_MAX_FIELDS 32
+typedef size_t (*keel_log_fields_fn)(const void *data, size_t len,
+				     struct keel_field *out, size_t max);
+
+/*
+ * keel_log_write_deferred - queues a record whose fields fields_fn makes
+ * from data (len bytes, copied). module and msg are copied too (module
+ * NULL: the logger's). Nothing happens when the level is disabled, or
+ * fields_fn is NULL. On a synchronous logger, for FATAL, when the logger's
+ * reporter takes the level, or for a block over 64 KiB, fields_fn is
+ * called before this returns and the record is written as keel_log_write
+ * writes it. A full queue drops the record and counts it, as for any other
+ * record. At most KEEL_LOG_DEFERRED_MAX_FIELDS fields. Any thread.
+ */
+KEEL_API void keel_log_write_deferred(struct keel_logger *lg,
+				      enum keel_log_level level,
+				      const char *module, const char *msg,
+				      keel_log_fields_fn fields_fn,
+				      const void *data, size_t len);
+
 /* A record whose message is printf-formatted (no fields). */
 KEEL_API void keel_logf(struct keel_logger *lg, enum keel_log_level level,
 			const char *module, const char *fmt, ...) KEEL_PRINTF(4, 5);

@@ -26,11 +26,13 @@ struct keel__http_route {
 };
 
 /* One response header. Its strings live in the response's arena, or on
- * the heap (own_*) when the arena is full. */
+ * the heap (own_*) when the arena is full; a name of keel's own may be a
+ * literal. */
 struct keel__http_header {
 	char *name;
 	char *value;
 	unsigned char own_name, own_value;
+	uint16_t name_len; /* UINT16_MAX: that long or longer */
 };
 
 #define KEEL__HTTP_INLINE_HEADERS 8
@@ -64,7 +66,8 @@ struct keel_http_req {
 	struct keel_http_server *srv;
 	struct MHD_Connection *conn;     /* NULL once copied for the pool */
 	char method[16];
-	char *path;                      /* decoded, owned */
+	char *path;                      /* decoded: path_inline, or owned */
+	char path_inline[128];
 	const struct keel__http_route *route; /* NULL: 404/405 */
 	int route_status;                /* 200, 404, 405 (from the router) */
 	char allow[128];                 /* 405 / OPTIONS: the Allow list */
@@ -81,6 +84,8 @@ struct keel_http_req {
 	int body_too_large;              /* more than max_body_size arrived */
 	char remote[64];                 /* "" until asked for */
 	int64_t started;                 /* monotonic ns */
+	int64_t finished;                /* monotonic ns, 0 until read (once,
+					  * by metrics or access_log) */
 	int offloaded;
 	struct {
 		const void *key;
@@ -88,6 +93,10 @@ struct keel_http_req {
 	} values[KEEL__HTTP_MAX_VALUES];
 	int nvalues;
 	char request_id[72];
+	/* The trace middleware's request headers, found by the server's one
+	 * pass over the headers (NULL: absent). They point into the
+	 * connection's memory, or into the copies once detached. */
+	const char *h_traceparent, *h_request_id;
 	struct keel_http_resp resp;
 };
 
@@ -123,6 +132,12 @@ KEEL_API void keel__http_resp_release(struct keel_http_resp *rs);
 /* keel_http_printf with a va_list. */
 int keel__http_vprintf(struct keel_http_resp *rs, const char *fmt, va_list ap)
 	KEEL_PRINTF(2, 0);
+/* keel_http_set_header for a name (nlen bytes) and a value (vlen bytes)
+ * known to be valid, keel's own (the trace middleware's): without the
+ * checks, and the name, which must outlive the response (a literal), is
+ * not copied. 0 or -ENOMEM. */
+int keel__http_set_header_checked(struct keel_http_resp *rs, const char *name,
+				  size_t nlen, const char *value, size_t vlen);
 /* 1 when s is a non-empty RFC 9110 token (header names, methods). */
 int keel__http_token(const char *s);
 

@@ -92,12 +92,37 @@ static int final_status(const struct keel_http_resp *rs, int panicked)
 	return panicked && !rs->committed ? 500 : rs->status;
 }
 
+/* Nanoseconds from the complete request to the end of its chain: the
+ * clock is read once, by the first of metrics and access_log to ask (a
+ * clock read is a good part of what each of them costs). */
+static int64_t req_elapsed(struct keel_http_req *rq)
+{
+	if (rq->finished == 0)
+		rq->finished = keel_clock_now(NULL);
+	return rq->finished - rq->started;
+}
+
 /* Where the trace middleware leaves the request's context for recover. */
 struct trace_slot {
 	struct keel_trace t;
 	int set;
 };
 static const char trace_slot_key;
+
+/* The trace middleware's answer headers: tp, the request's traceparent
+ * (formatted), and its request id. Both values are valid header values by
+ * construction (hex; a request id passed request_id_len), so they skip
+ * keel_http_set_header's checks. */
+static void trace_headers_tp(struct keel_http_resp *rs,
+			     const struct keel_http_req *rq, const char *tp)
+{
+	keel__http_set_header_checked(rs, "traceparent", 11, tp,
+				      KEEL_TRACEPARENT_LEN);
+	if (rq->request_id[0] != '\0')
+		keel__http_set_header_checked(rs, "X-Request-Id", 12,
+					      rq->request_id,
+					      strlen(rq->request_id));
+}
 
 static void trace_headers(struct keel_http_resp *rs,
 			  const struct keel_http_req *rq,
@@ -106,9 +131,7 @@ static void trace_headers(struct keel_http_resp *rs,
 	char tp[KEEL_TRACEPARENT_LEN + 1];
 
 	keel_traceparent_format(t, tp);
-	keel_http_set_header(rs, "traceparent", tp);
-	if (rq->request_id[0] != '\0')
-		keel_http_set_header(rs, "X-Request-Id", rq->request_id);
+	trace_headers_tp(rs, rq, tp);
 }
 
 /* ------------------------------------------------------------------------
@@ -200,7 +223,8 @@ void keel_http_mw_recover(struct keel_http_req *rq, struct keel_http_resp *rs,
 	keel_http_set_value(rq, &trace_slot_key, &f.slot);
 	old_stacks = keel_panic_capture_stacks(1);
 	keel_call(recover_run, &f);
-	keel_panic_capture_stacks(old_stacks);
+	if (!old_stacks) /* the server's threads have it on already */
+		keel_panic_capture_stacks(0);
 	/* The slot dies with this frame; an outer recover gets its own back
 	 * (and what the trace middleware left in ours). */
 	if (outer != NULL && f.slot.set)
@@ -212,8 +236,9 @@ void keel_http_mw_recover(struct keel_http_req *rq, struct keel_http_resp *rs,
  * trace
  * ------------------------------------------------------------------------ */
 
-/* 1..64 bytes, each printable ASCII other than space. */
-static int request_id_ok(const char *s)
+/* The length of a usable request id: 1..64 bytes, each printable ASCII
+ * other than space; 0 for anything else. */
+static size_t request_id_len(const char *s)
 {
 	size_t i;
 
@@ -221,7 +246,7 @@ static int request_id_ok(const char *s)
 		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f ||
 		    i >= 64)
 			return 0;
-	return i > 0;
+	return i;
 }
 
 static void trace_restore(void *saved)
@@ -237,20 +262,29 @@ const char *keel_http_request_id(const struct keel_http_req *rq)
 void keel_http_mw_trace(struct keel_http_req *rq, struct keel_http_resp *rs,
 			const struct keel_http_next *next, void *ud)
 {
-	const char *tp = keel_http_header(rq, "traceparent");
-	const char *id = keel_http_header(rq, "X-Request-Id");
+	/* As keel_http_header(rq, "traceparent") and (rq, "X-Request-Id")
+	 * would find them, without a lookup each: the server found them. */
+	const char *tp = rq->h_traceparent;
+	const char *id = rq->h_request_id;
 	struct keel_trace in, req, saved;
 	struct trace_slot *slot;
+	char out_tp[KEEL_TRACEPARENT_LEN + 1];
+	size_t idlen;
 
 	(void)ud;
 	if (tp != NULL && keel_traceparent_parse(tp, strlen(tp), &in) == 0)
 		keel_trace_child(&in, &req);
 	else
 		keel_trace_new(&req);
-	if (id != NULL && request_id_ok(id))
-		snprintf(rq->request_id, sizeof(rq->request_id), "%s", id);
-	else
-		keel_trace_id_hex(&req, rq->request_id);
+	/* Formatted once: the answer's header, and the request id made from
+	 * the trace id (its hex is the traceparent's second field). */
+	keel_traceparent_format(&req, out_tp);
+	if (id != NULL && (idlen = request_id_len(id)) > 0) {
+		memcpy(rq->request_id, id, idlen + 1);
+	} else {
+		memcpy(rq->request_id, out_tp + 3, 32);
+		rq->request_id[32] = '\0';
+	}
 	slot = keel_http_value(rq, &trace_slot_key);
 	if (slot != NULL) {
 		slot->t = req;
@@ -261,7 +295,7 @@ void keel_http_mw_trace(struct keel_http_req *rq, struct keel_http_resp *rs,
 		keel_defer(trace_restore, &saved);
 		keel_http_next(next, rq, rs);
 	}
-	trace_headers(rs, rq, &req);
+	trace_headers_tp(rs, rq, out_tp);
 }
 
 /* ------------------------------------------------------------------------
@@ -274,42 +308,127 @@ struct alog {
 	struct keel_logger *lg;
 };
 
+/*
+ * The record's raw values, as queued for the logger's writer thread
+ * (keel_log_write_deferred), which makes the JSON: the event thread copies
+ * a few strings instead of formatting nine fields. The strings follow the
+ * struct, one after the other, without NULs.
+ */
+enum { A_METHOD, A_PATH, A_ROUTE, A_REMOTE, A_RID, A_NSTR };
+#define A_NULL UINT32_MAX /* a string that is NULL (written as null) */
+
+struct alog_rec {
+	double ms;
+	uint64_t bytes;
+	int32_t status;
+	int32_t panicked;
+	uint32_t len[A_NSTR];
+	char text[];
+};
+
+/* The fields of the access record, in their order: the numbers from a,
+ * the strings from str/len (str[i] NULL: null). f has room for 9. */
+static size_t alog_fieldv(const struct alog_rec *a,
+			  const char *const str[A_NSTR],
+			  const uint32_t len[A_NSTR], struct keel_field *f)
+{
+	static const char *const keys[A_NSTR] = {
+		"method", "path", "route", "remote", "request_id",
+	};
+	struct keel_field s[A_NSTR];
+	size_t i, n = 0;
+
+	for (i = 0; i < A_NSTR; i++)
+		s[i] = str[i] != NULL ? KEEL_STRN(keys[i], str[i], len[i])
+				      : KEEL_NULL(keys[i]);
+	f[n++] = s[A_METHOD];
+	f[n++] = s[A_PATH];
+	f[n++] = s[A_ROUTE];
+	f[n++] = KEEL_INT("status", a->status);
+	f[n++] = KEEL_UINT("bytes", a->bytes);
+	f[n++] = KEEL_FLOAT("duration_ms", a->ms);
+	f[n++] = s[A_REMOTE];
+	f[n++] = s[A_RID];
+	/* "panicked" only when true: the usual record stays short. */
+	if (a->panicked)
+		f[n++] = KEEL_BOOL("panicked", 1);
+	return n;
+}
+
+/* keel_log_fields_fn: on the logger's writer thread, from the queued
+ * copy. */
+static size_t alog_fields(const void *data, size_t size, struct keel_field *f,
+			  size_t max)
+{
+	const struct alog_rec *a = data;
+	const char *str[A_NSTR], *p = a->text;
+	size_t i;
+
+	(void)size;
+	if (max < 9)
+		return 0;
+	for (i = 0; i < A_NSTR; i++) {
+		str[i] = a->len[i] != A_NULL ? p : NULL;
+		p += a->len[i] != A_NULL ? a->len[i] : 0;
+	}
+	return alog_fieldv(a, str, a->len, f);
+}
+
 static void alog_write(const struct alog *a, int panicked)
 {
 	int status = final_status(a->rs, panicked);
 	enum keel_log_level level = status >= 500   ? KEEL_LOG_ERROR
 				    : status >= 400 ? KEEL_LOG_WARN
 						    : KEEL_LOG_INFO;
-	const char *route, *rid, *remote;
-	double ms;
+	const char *str[A_NSTR];
+	uint32_t len[A_NSTR];
+	union {
+		struct alog_rec r;
+		char bytes[1024];
+	} u;
+	struct alog_rec *r = &u.r;
+	size_t i, size = sizeof(*r);
+	char *p;
 
 	if (!keel_log_enabled(a->lg, level))
 		return;
-	route = keel_http_route_pattern(a->rq);
-	rid = keel_http_request_id(a->rq);
-	remote = keel_http_remote_addr(a->rq);
-	ms = (double)(keel_clock_now(NULL) - a->rq->started) / 1e6;
-	{
-		const struct keel_field f[] = {
-			KEEL_STR("method", a->rq->method),
-			a->rq->path != NULL ? KEEL_STR("path", a->rq->path)
-					    : KEEL_NULL("path"),
-			route != NULL ? KEEL_STR("route", route)
-				      : KEEL_NULL("route"),
-			KEEL_INT("status", status),
-			KEEL_UINT("bytes", panicked ? 0 : a->rs->len),
-			KEEL_FLOAT("duration_ms", ms),
-			remote != NULL ? KEEL_STR("remote", remote)
-				       : KEEL_NULL("remote"),
-			rid != NULL ? KEEL_STR("request_id", rid)
-				    : KEEL_NULL("request_id"),
-			KEEL_BOOL("panicked", panicked),
-		};
-
-		/* "panicked" only when true: the usual record stays short. */
-		keel_log_write(a->lg, level, "http", "request", f,
-			       sizeof(f) / sizeof(f[0]) - (panicked ? 0 : 1));
+	str[A_METHOD] = a->rq->method;
+	str[A_PATH] = a->rq->path;
+	str[A_ROUTE] = keel_http_route_pattern(a->rq);
+	str[A_REMOTE] = keel_http_remote_addr(a->rq);
+	str[A_RID] = keel_http_request_id(a->rq);
+	for (i = 0; i < A_NSTR; i++) {
+		len[i] = str[i] != NULL ? (uint32_t)strlen(str[i]) : A_NULL;
+		size += str[i] != NULL ? len[i] : 0;
 	}
+	u.r.ms = (double)req_elapsed(a->rq) / 1e6;
+	u.r.bytes = panicked ? 0 : a->rs->len;
+	u.r.status = status;
+	u.r.panicked = panicked;
+	if (size > sizeof(u)) { /* a long path */
+		r = malloc(size);
+		if (r == NULL) {
+			/* No room for the copy: formatted here instead,
+			 * the same record. */
+			struct keel_field f[9];
+
+			keel_log_write(a->lg, level, "http", "request", f,
+				       alog_fieldv(&u.r, str, len, f));
+			return;
+		}
+		memcpy(r, &u.r, sizeof(*r));
+	}
+	memcpy(r->len, len, sizeof(len));
+	for (i = 0, p = r->text; i < A_NSTR; i++) {
+		if (str[i] == NULL)
+			continue;
+		memcpy(p, str[i], len[i]);
+		p += len[i];
+	}
+	keel_log_write_deferred(a->lg, level, "http", "request", alog_fields, r,
+				size);
+	if (r != &u.r)
+		free(r);
 }
 
 static void alog_deferred(void *arg)
@@ -539,7 +658,7 @@ static void metrics_lookup_slow(struct keel_http_metrics *m, unsigned meth,
 }
 
 static void metrics_record(struct keel_http_metrics *m,
-			   const struct keel_http_req *rq, int status)
+			   struct keel_http_req *rq, int status)
 {
 	const char *route = rq->route != NULL ? rq->route->pattern : UNMATCHED;
 	unsigned meth = method_index(rq->method);
@@ -563,8 +682,7 @@ static void metrics_record(struct keel_http_metrics *m,
 				    &c, &hist);
 	}
 	keel_counter_inc(c);
-	keel_histogram_observe(hist,
-			       (double)(keel_clock_now(NULL) - rq->started) / 1e9);
+	keel_histogram_observe(hist, (double)req_elapsed(rq) / 1e9);
 }
 
 struct mrec {
@@ -706,6 +824,7 @@ static int policy_op(struct keel_exec *x, void *arg)
 			return keel_http_resp_status(p->rs) >= 500 ? POLICY_EFAIL
 								   : 0;
 		keel_http_reset(p->rs);
+		p->rq->finished = 0; /* a new attempt ends later */
 	}
 	p->ran = 1;
 	keel_http_next(p->next, p->rq, p->rs);

@@ -171,7 +171,8 @@ void keel__http_req_release(struct keel_http_req *rq)
 	kv_free(rq->query, rq->nquery);
 	rq->headers = rq->query = NULL;
 	rq->nheaders = rq->nquery = 0;
-	free(rq->path);
+	if (rq->path != rq->path_inline)
+		free(rq->path);
 	free(rq->body);
 	rq->path = rq->body = NULL;
 	rq->body_len = rq->body_cap = 0;
@@ -258,5 +259,11 @@ int keel__http_req_detach(struct keel_http_req *rq)
 	rq->query = q;
 	rq->nquery = nq;
 	rq->conn = NULL;
+	/* The same headers, from the copies: the connection's memory is not
+	 * read from another thread. */
+	if (rq->h_traceparent != NULL)
+		rq->h_traceparent = kv_find(h, nh, "traceparent", 1);
+	if (rq->h_request_id != NULL)
+		rq->h_request_id = kv_find(h, nh, "X-Request-Id", 1);
 	return 0;
 }

@@ -53,23 +53,26 @@ void keel__http_resp_release(struct keel_http_resp *rs)
 	keel__http_resp_init(rs);
 }
 
-/* A copy of s in the arena, or on the heap (*own = 1) when it is full. */
-static char *str_copy(struct keel_http_resp *rs, const char *s,
+/* A copy of s (n bytes and a NUL) in the arena, or on the heap (*own = 1)
+ * when it is full. */
+static char *str_copy(struct keel_http_resp *rs, const char *s, size_t n,
 		      unsigned char *own)
 {
-	size_t n = strlen(s) + 1;
 	char *p;
 
-	if (n <= sizeof(rs->arena) - rs->arena_used) {
+	if (n < sizeof(rs->arena) - rs->arena_used) {
 		p = rs->arena + rs->arena_used;
-		rs->arena_used += n;
+		rs->arena_used += n + 1;
 		memcpy(p, s, n);
+		p[n] = '\0';
 		*own = 0;
 		return p;
 	}
-	p = malloc(n);
-	if (p != NULL)
+	p = malloc(n + 1);
+	if (p != NULL) {
 		memcpy(p, s, n);
+		p[n] = '\0';
+	}
 	*own = 1;
 	return p;
 }
@@ -112,62 +115,82 @@ size_t keel_http_resp_size(const struct keel_http_resp *rs)
 	return rs != NULL ? rs->len : 0;
 }
 
-/* RFC 9110 token characters. */
-static int tchar(unsigned char c)
+/* RFC 9110 token characters: a table, as every header name set is
+ * checked. */
+static const unsigned char tchar[256] = {
+	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+	['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+	['`'] = 1, ['|'] = 1, ['~'] = 1,
+};
+
+/* The length of s when it is a non-empty token, else 0. (The table has
+ * 0 for the NUL: one test per byte ends the loop at either.) */
+static size_t token_len(const char *s)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9'))
-		return 1;
-	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (tchar[p[i]])
+		i++;
+	return p[i] == '\0' ? i : 0;
 }
 
 /* Exported for server.c and the middleware (a token check is needed for
  * methods as well). */
 int keel__http_token(const char *s)
 {
-	if (s == NULL || *s == '\0')
-		return 0;
-	for (; *s; s++)
-		if (!tchar((unsigned char)*s))
-			return 0;
-	return 1;
+	return s != NULL && token_len(s) > 0;
 }
 
 /* A field value: visible characters, spaces and tabs; no CR, LF or other
- * controls (a header injection is a CR LF in a value). */
-static int value_ok(const char *v)
-{
-	for (; *v; v++) {
-		unsigned char c = (unsigned char)*v;
+ * controls (a header injection is a CR LF in a value). vstop has 1 for the
+ * bytes that end the scan: the NUL, and the ones not allowed. */
+static const unsigned char vstop[256] = {
+	[0x00 ... 0x08] = 1, [0x0a ... 0x1f] = 1, [0x7f] = 1,
+};
 
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return 0;
-	}
-	return 1;
+/* 1 and the length of v in *len when it is a valid value. */
+static int value_ok(const char *v, size_t *len)
+{
+	const unsigned char *s = (const unsigned char *)v;
+	size_t i = 0;
+
+	while (!vstop[s[i]])
+		i++;
+	*len = i;
+	return s[i] == '\0';
 }
 
+static uint16_t name_len16(size_t n)
+{
+	return n < UINT16_MAX ? (uint16_t)n : UINT16_MAX;
+}
+
+/* The header called name (nlen: its name_len16), any case. Names of
+ * another length are passed over without a compare. */
 static struct keel__http_header *header_find(const struct keel_http_resp *rs,
-					     const char *name)
+					     const char *name, uint16_t nlen)
 {
 	size_t i;
 
 	for (i = 0; i < rs->nheaders; i++)
-		if (strcasecmp(rs->headers[i].name, name) == 0)
+		if (rs->headers[i].name_len == nlen &&
+		    strcasecmp(rs->headers[i].name, name) == 0)
 			return &rs->headers[i];
 	return NULL;
 }
 
-int keel_http_set_header(struct keel_http_resp *rs, const char *name,
-			 const char *value)
+/* Sets (replaces) name (nlen bytes): value (vlen bytes), both already
+ * checked. A static name (one that outlives the response) is not copied. */
+static int header_put(struct keel_http_resp *rs, const char *name,
+		      size_t nlen, const char *value, size_t vlen,
+		      int static_name)
 {
-	struct keel__http_header *h;
+	struct keel__http_header *h = header_find(rs, name, name_len16(nlen));
 	unsigned char own;
 	char *v;
 
-	if (rs == NULL || !keel__http_token(name) || value == NULL ||
-	    !value_ok(value))
-		return -EINVAL;
-	h = header_find(rs, name);
 	if (h == NULL && rs->nheaders == rs->cap_headers) {
 		size_t cap = 2 * rs->cap_headers;
 		struct keel__http_header *nh = malloc(cap * sizeof(*nh));
@@ -180,7 +203,7 @@ int keel_http_set_header(struct keel_http_resp *rs, const char *name,
 		rs->headers = nh;
 		rs->cap_headers = cap;
 	}
-	v = str_copy(rs, value, &own);
+	v = str_copy(rs, value, vlen, &own);
 	if (v == NULL)
 		return -ENOMEM;
 	if (h != NULL) {
@@ -194,7 +217,13 @@ int keel_http_set_header(struct keel_http_resp *rs, const char *name,
 	h = &rs->headers[rs->nheaders];
 	h->value = v;
 	h->own_value = own;
-	h->name = str_copy(rs, name, &h->own_name);
+	h->name_len = name_len16(nlen);
+	if (static_name) {
+		h->name = (char *)name; /* never written nor freed */
+		h->own_name = 0;
+	} else {
+		h->name = str_copy(rs, name, nlen, &h->own_name);
+	}
 	if (h->name == NULL) {
 		if (own)
 			free(v);
@@ -204,6 +233,23 @@ int keel_http_set_header(struct keel_http_resp *rs, const char *name,
 	return 0;
 }
 
+int keel_http_set_header(struct keel_http_resp *rs, const char *name,
+			 const char *value)
+{
+	size_t nlen, vlen;
+
+	if (rs == NULL || name == NULL || (nlen = token_len(name)) == 0 ||
+	    value == NULL || !value_ok(value, &vlen))
+		return -EINVAL;
+	return header_put(rs, name, nlen, value, vlen, 0);
+}
+
+int keel__http_set_header_checked(struct keel_http_resp *rs, const char *name,
+				  size_t nlen, const char *value, size_t vlen)
+{
+	return header_put(rs, name, nlen, value, vlen, 1);
+}
+
 const char *keel_http_resp_header(const struct keel_http_resp *rs,
 				  const char *name)
 {
@@ -211,7 +257,7 @@ const char *keel_http_resp_header(const struct keel_http_resp *rs,
 
 	if (rs == NULL || name == NULL)
 		return NULL;
-	h = header_find(rs, name);
+	h = header_find(rs, name, name_len16(strlen(name)));
 	return h != NULL ? h->value : NULL;
 }
 

@@ -12,9 +12,10 @@
  *
  * Lifetime. The per-request state (struct conn_state) has two owners while
  * a task runs: libmicrohttpd (until on_completed) and the task (until it
- * finishes); the last one frees it. That is what lets stop() give up on a
- * handler that overruns its timeout: the connection is resumed and closed
- * while the task keeps running on memory that is still its own.
+ * finishes); the last one lets it go (to its event thread's cache of
+ * states, or the heap). That is what lets stop() give up on a handler that
+ * overruns its timeout: the connection is resumed and closed while the
+ * task keeps running on memory that is still its own.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,6 +38,9 @@
 
 #include "internal.h"
 
+/* Initial-exec thread-locals: a load, not a call (as in src/obs). */
+#define KEEL__HTTP_IE __attribute__((tls_model("initial-exec")))
+
 enum phase {
 	PH_BODY = 0,  /* headers in, body arriving */
 	PH_SUSPENDED, /* on the pool */
@@ -55,6 +59,10 @@ struct conn_state {
 	int bad_method;	  /* longer than rq.method can hold */
 	uint64_t dropped; /* body bytes read past the limit */
 	struct conn_state *next, *prev; /* srv->suspended, under srv->mu */
+	/* A cached state keeps its last response body buffer for the next
+	 * request (see state_unref). */
+	char *spare_body;
+	size_t spare_cap;
 };
 
 enum srv_state { ST_NEW = 0, ST_RUNNING, ST_STOPPED };
@@ -276,11 +284,136 @@ uint16_t keel_http_server_port(const struct keel_http_server *s)
  * Per-request state
  * ------------------------------------------------------------------------ */
 
+/*
+ * The states of finished requests, kept by each event thread for its next
+ * requests: a state is too big for malloc's per-thread cache, and getting
+ * one from the main heap, zeroed, cost about 3 % of a small request. Only
+ * event threads keep them (they are the ones that take them: a pool
+ * worker that lets go of an offloaded request's state frees it), without a
+ * lock, and free them when the thread ends. States are the same for every
+ * server, so servers share them.
+ */
+#define STATE_CACHE 64
+
+static __thread KEEL__HTTP_IE struct conn_state *cache_head;
+static __thread KEEL__HTTP_IE unsigned cache_n;
+static __thread KEEL__HTTP_IE int event_thread; /* runs on_request */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static int cache_key_ok;
+
+static void cache_drain(void *unused)
+{
+	(void)unused;
+	while (cache_head != NULL) {
+		struct conn_state *st = cache_head;
+
+		cache_head = st->next;
+		free(st->spare_body);
+		free(st);
+	}
+	cache_n = 0;
+}
+
+static void cache_key_init(void)
+{
+	cache_key_ok = pthread_key_create(&cache_key, cache_drain) == 0;
+}
+
+/* Called by on_request: this thread takes states, so it may keep some
+ * (once the key's destructor is armed to free them at its end). */
+static void event_thread_enter(void)
+{
+	if (KEEL_LIKELY(event_thread))
+		return;
+	pthread_once(&cache_once, cache_key_init);
+	event_thread = cache_key_ok &&
+		       pthread_setspecific(cache_key, (void *)1) == 0 ? 1 : -1;
+}
+
+/* A state for a new request: from the cache, or the heap. Every field is
+ * set here (not zeroed as a whole: the arrays behind their counts are
+ * never read before they are written). */
+static struct conn_state *state_new(struct keel_http_server *s,
+				    struct MHD_Connection *conn)
+{
+	struct conn_state *st = cache_head;
+	struct keel_http_req *rq;
+
+	if (st != NULL) {
+		cache_head = st->next;
+		cache_n--;
+	} else if ((st = malloc(sizeof(*st))) != NULL) {
+		st->spare_body = NULL;
+		st->spare_cap = 0;
+	} else {
+		return NULL;
+	}
+	atomic_init(&st->refs, 1);
+	atomic_init(&st->done, 0);
+	st->srv = s;
+	st->conn = conn;
+	st->phase = PH_BODY;
+	st->cut = st->close = st->bad_method = 0;
+	st->dropped = 0;
+	st->next = st->prev = NULL;
+	rq = &st->rq;
+	rq->srv = s;
+	rq->conn = conn;
+	rq->method[0] = '\0';
+	rq->path = NULL;
+	rq->route = NULL;
+	rq->route_status = 0;
+	rq->allow[0] = '\0';
+	rq->nparams = 0;
+	rq->headers = rq->query = NULL;
+	rq->nheaders = rq->nquery = 0;
+	rq->body = NULL;
+	rq->body_len = rq->body_cap = 0;
+	rq->body_too_large = 0;
+	rq->remote[0] = '\0';
+	rq->started = rq->finished = 0;
+	rq->offloaded = 0;
+	rq->nvalues = 0;
+	rq->request_id[0] = '\0';
+	rq->h_traceparent = rq->h_request_id = NULL;
+	keel__http_resp_init(&rq->resp);
+	if (st->spare_body != NULL) {
+		rq->resp.body = st->spare_body;
+		rq->resp.cap = st->spare_cap;
+		rq->resp.body[0] = '\0';
+		st->spare_body = NULL;
+	}
+	return st;
+}
+
+/* The last owner lets go: the state goes back to this thread's cache, or
+ * to the heap. */
+#define SPARE_BODY_MAX 4096
+
 static void state_unref(struct conn_state *st)
 {
+	struct keel_http_resp *rs = &st->rq.resp;
+	int keep;
+
 	if (atomic_fetch_sub(&st->refs, 1) != 1)
 		return;
+	keep = event_thread == 1 && cache_n < STATE_CACHE;
+	/* A small body buffer stays with a cached state: most responses
+	 * are small, and the next one needs no malloc. */
+	if (keep && rs->body != NULL && rs->cap <= SPARE_BODY_MAX) {
+		st->spare_body = rs->body;
+		st->spare_cap = rs->cap;
+		rs->body = NULL;
+		rs->len = rs->cap = 0;
+	}
 	keel__http_req_release(&st->rq);
+	if (keep) {
+		st->next = cache_head;
+		cache_head = st;
+		cache_n++;
+		return;
+	}
 	free(st);
 }
 
@@ -340,11 +473,15 @@ static void capture_stacks(void)
  * Sending
  * ------------------------------------------------------------------------ */
 
-/* Headers libmicrohttpd writes itself from the response it is given. */
-static int header_reserved(const char *name)
+/* Headers libmicrohttpd writes itself from the response it is given.
+ * Names of other lengths (most) need no compare. */
+static int header_reserved(const struct keel__http_header *h)
 {
-	return strcasecmp(name, "Content-Length") == 0 ||
-	       strcasecmp(name, "Transfer-Encoding") == 0;
+	switch (h->name_len) {
+	case 14: return strcasecmp(h->name, "Content-Length") == 0;
+	case 17: return strcasecmp(h->name, "Transfer-Encoding") == 0;
+	default: return 0;
+	}
 }
 
 static enum MHD_Result send_resp(struct keel_http_server *s,
@@ -359,14 +496,13 @@ static enum MHD_Result send_resp(struct keel_http_server *s,
 	if (rs->abort)
 		return MHD_NO; /* a panic after the commit: close, no answer */
 	if (rs->len > 0) {
-		/* The body buffer goes to libmicrohttpd as it is (free() when
-		 * sent): no copy of the body. */
-		r = MHD_create_response_from_buffer_with_free_callback(
-		    rs->len, rs->body, free);
-		if (r != NULL) {
-			rs->body = NULL;
-			rs->len = rs->cap = 0;
-		}
+		/* The body goes to libmicrohttpd as it is, no copy, and stays
+		 * ours: libmicrohttpd reads a response's data while it sends
+		 * it, which ends before it reports the request complete
+		 * (on_completed, after which the state and its body are let
+		 * go). So the buffer can be kept for the next request. */
+		r = MHD_create_response_from_buffer(rs->len, rs->body,
+						    MHD_RESPMEM_PERSISTENT);
 	} else {
 		r = MHD_create_response_from_buffer(0, (void *)"",
 						    MHD_RESPMEM_PERSISTENT);
@@ -376,7 +512,7 @@ static enum MHD_Result send_resp(struct keel_http_server *s,
 	for (i = 0; i < rs->nheaders; i++) {
 		const struct keel__http_header *h = &rs->headers[i];
 
-		if (header_reserved(h->name))
+		if (header_reserved(h))
 			continue;
 		if (MHD_add_response_header(r, h->name, h->value) != MHD_YES)
 			keel_log_debug(
@@ -569,38 +705,68 @@ static enum MHD_Result offload(struct keel_http_server *s,
  * The access handler
  * ------------------------------------------------------------------------ */
 
-/* Request line and header bytes, as they came (near enough: the query is
- * counted decoded). */
-struct hsize {
+/*
+ * One pass over the request's headers (and query arguments) when they are
+ * in: their size, as they came (near enough: the query is counted
+ * decoded), and the few headers read on every request, which would
+ * otherwise cost a lookup each (Host and Content-Length here, traceparent
+ * and X-Request-Id in the trace middleware). The first of a repeated
+ * header is the one kept, as MHD_lookup_connection_value would find.
+ */
+struct hscan {
 	size_t n;
+	int host;
+	const char *content_length;
+	const char *traceparent, *request_id;
 };
 
-static enum MHD_Result hsize_add(void *cls, enum MHD_ValueKind kind,
+static enum MHD_Result hscan_add(void *cls, enum MHD_ValueKind kind,
 				 const char *key, const char *value)
 {
-	struct hsize *h = cls;
+	struct hscan *h = cls;
+	size_t klen = strlen(key);
 
-	h->n += strlen(key) + (value ? strlen(value) : 0) +
+	h->n += klen + (value ? strlen(value) : 0) +
 		(kind == MHD_HEADER_KIND ? 4 : 2);
+	if (kind != MHD_HEADER_KIND)
+		return MHD_YES;
+	switch (klen) {
+	case 4:
+		h->host |= strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0;
+		break;
+	case 11:
+		if (h->traceparent == NULL && strcasecmp(key, "traceparent") == 0)
+			h->traceparent = value;
+		break;
+	case 12:
+		if (h->request_id == NULL && strcasecmp(key, "X-Request-Id") == 0)
+			h->request_id = value;
+		break;
+	case 14:
+		if (h->content_length == NULL &&
+		    strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+			h->content_length = value;
+		break;
+	default:
+		break;
+	}
 	return MHD_YES;
 }
 
-static size_t header_bytes(struct MHD_Connection *conn, const char *url,
-			   const char *method, const char *version)
+static void header_scan(struct MHD_Connection *conn, const char *url,
+			const char *method, const char *version,
+			struct hscan *h)
 {
-	struct hsize h = {strlen(method) + strlen(url) + strlen(version) + 4};
-
+	memset(h, 0, sizeof(*h));
+	h->n = strlen(method) + strlen(url) + strlen(version) + 4;
 	MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND,
-				  hsize_add, &h);
-	return h.n;
+				  hscan_add, h);
 }
 
 /* The declared body length, or -1 when there is none (chunked) or it is
  * not a number (libmicrohttpd answers that itself). */
-static int64_t content_length(struct MHD_Connection *conn)
+static int64_t content_length(const char *v)
 {
-	const char *v = MHD_lookup_connection_value(
-	    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	char *end;
 	unsigned long long n;
 
@@ -618,26 +784,25 @@ static enum MHD_Result first_call(struct keel_http_server *s,
 				  const char *method, const char *version,
 				  void **con_cls)
 {
-	struct conn_state *st = calloc(1, sizeof(*st));
+	struct conn_state *st = state_new(s, conn);
+	size_t mlen = strlen(method), ulen = strlen(url);
+	struct hscan h;
 	int64_t cl;
 
 	if (st == NULL)
 		return MHD_NO;
-	atomic_init(&st->refs, 1);
-	st->srv = s;
-	st->conn = conn;
-	st->rq.srv = s;
-	st->rq.conn = conn;
-	keel__http_resp_init(&st->rq.resp);
-	if (strlen(method) >= sizeof(st->rq.method))
+	if (mlen >= sizeof(st->rq.method))
 		st->bad_method = 1;
 	else
-		memcpy(st->rq.method, method, strlen(method) + 1);
-	st->rq.path = strdup(url);
+		memcpy(st->rq.method, method, mlen + 1);
+	/* Most paths fit in the request itself: no strdup. */
+	st->rq.path = ulen < sizeof(st->rq.path_inline) ? st->rq.path_inline
+							: malloc(ulen + 1);
 	if (st->rq.path == NULL) {
-		free(st);
+		state_unref(st);
 		return MHD_NO;
 	}
+	memcpy(st->rq.path, url, ulen + 1);
 	/* rq.remote is formatted when asked for (keel_http_remote_addr) or
 	 * when the request leaves the event thread. */
 	atomic_fetch_add(&s->active, 1);
@@ -647,16 +812,17 @@ static enum MHD_Result first_call(struct keel_http_server *s,
 	 * connection instead of reading what follows. */
 	if (atomic_load(&s->stopping))
 		return reject(s, st, 503, "the server is shutting down");
-	if (header_bytes(conn, url, method, version) > s->cfg.max_header_size)
+	header_scan(conn, url, method, version, &h);
+	st->rq.h_traceparent = h.traceparent;
+	st->rq.h_request_id = h.request_id;
+	if (h.n > s->cfg.max_header_size)
 		return reject(s, st, 431, "the request headers are too large");
 	/* RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400
 	 * (libmicrohttpd 0.9.75 lets it through). */
-	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-					MHD_HTTP_HEADER_HOST) == NULL)
+	if (!h.host && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
 		return reject(s, st, 400,
 			      "an HTTP/1.1 request needs a Host header");
-	cl = content_length(conn);
+	cl = content_length(h.content_length);
 	if (cl >= 0 && (uint64_t)cl > s->cfg.max_body_size)
 		return reject(s, st, 413, "the request body is too large");
 	return MHD_YES;
@@ -774,6 +940,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	struct keel_http_server *s = cls;
 	struct conn_state *st = *con_cls;
 
+	event_thread_enter();
 	if (st == NULL)
 		return first_call(s, conn, url, method, version, con_cls);
 	switch (st->phase) {

@@ -13,6 +13,9 @@
  *   one under the mutex (a memcpy, never I/O); the writer thread swaps the
  *   buffers and writes the full one with the mutex released. A record that
  *   does not fit is dropped and counted: the caller never waits for I/O.
+ *   A deferred record (keel_log_write_deferred) is appended unformatted,
+ *   with its timestamp and trace context, and formatted by the writer: on
+ *   a hot path the caller then pays for a copy, not for the JSON.
  *
  * logrotate: a SIGHUP handler only bumps a generation counter; a path logger
  * that sees a new generation reopens its file (dup2 over the same
@@ -65,7 +68,9 @@ struct keel_logger {
 	int async;
 	char *fill, *spare; /* callers append to fill; the writer owns spare */
 	size_t fill_len, half;
-	uint64_t fill_count; /* records in fill */
+	char *out;          /* the writer's output (descriptor sinks) */
+	size_t out_len;
+	uint64_t out_records;
 	int stop, waiting, busy;
 	int lingering;      /* the writer waits a little for a fuller batch */
 	int flushers;       /* threads in keel_log_flush */
@@ -231,6 +236,8 @@ struct record {
 	size_t n;
 	const struct keel_panic *panic;
 	uint64_t dropped; /* the writer's own "dropped" record */
+	struct timespec ts;             /* when it was logged */
+	const struct keel_trace *trace; /* the logging thread's; NULL: none */
 };
 
 static void json_value(struct keel__json *j, const struct keel_field *f)
@@ -281,10 +288,8 @@ static void json_fields(struct keel__json *j, const struct keel_field *f,
 		keel__json_obj_end(j);
 }
 
-static void trace_ids(char tid[33], char sid[17])
+static void trace_ids(const struct keel_trace *t, char tid[33], char sid[17])
 {
-	const struct keel_trace *t = keel_trace_current();
-
 	if (t == NULL) {
 		tid[0] = sid[0] = '\0';
 		return;
@@ -294,7 +299,7 @@ static void trace_ids(char tid[33], char sid[17])
 }
 
 static void format_json(struct keel_logger *lg, struct keel__json *j,
-			const struct record *r, const struct timespec *ts)
+			const struct record *r)
 {
 	char stamp[25], tid[33], sid[17];
 	void *const *frames;
@@ -306,8 +311,8 @@ static void format_json(struct keel_logger *lg, struct keel__json *j,
 		"\",\"level\":\"FATAL\"",
 	};
 
-	keel__rfc3339(ts, stamp);
-	trace_ids(tid, sid);
+	keel__rfc3339(&r->ts, stamp);
+	trace_ids(r->trace, tid, sid);
 	/* The fixed head in one go: {"timestamp":"...","level":"..." */
 	keel__json_obj(j);
 	keel__json_append(j, "\"timestamp\":\"", 13);
@@ -414,7 +419,7 @@ static void console_fields(struct keel__json *j, const struct keel_field *f,
 }
 
 static void format_console(struct keel_logger *lg, struct keel__json *j,
-			   const struct record *r, const struct timespec *ts)
+			   const struct record *r)
 {
 	static const char *const colors[] = {
 		"\033[90m", "\033[32m", "\033[33m", "\033[31m", "\033[1;31m",
@@ -425,7 +430,7 @@ static void format_console(struct keel_logger *lg, struct keel__json *j,
 	char stamp[12], tid[33], sid[17];
 	const char *msg = r->msg != NULL ? r->msg : "";
 
-	local_stamp(ts, stamp);
+	local_stamp(&r->ts, stamp);
 	keel__json_append(j, stamp, sizeof(stamp));
 	keel__json_append(j, " ", 1);
 	if (lg->color)
@@ -453,7 +458,7 @@ static void format_console(struct keel_logger *lg, struct keel__json *j,
 		keel__json_append(j, " kind=", 6);
 		keel__json_append(j, kind, strlen(kind));
 	}
-	trace_ids(tid, sid);
+	trace_ids(r->trace, tid, sid);
 	if (tid[0] != '\0') {
 		keel__json_append(j, " trace_id=", 10);
 		keel__json_append(j, tid, 32);
@@ -488,13 +493,10 @@ static void format_console(struct keel_logger *lg, struct keel__json *j,
 static void format(struct keel_logger *lg, struct keel__json *j,
 		   const struct record *r)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
 	if (lg->format == KEEL_LOG_FORMAT_CONSOLE)
-		format_console(lg, j, r, &ts);
+		format_console(lg, j, r);
 	else
-		format_json(lg, j, r, &ts);
+		format_json(lg, j, r);
 }
 
 /* ------------------------------------------------------------------------
@@ -548,13 +550,41 @@ static void check_hup(struct keel_logger *lg)
 	}
 }
 
-/* In async mode a function sink needs each record's level and bounds, so
- * its records are queued behind this header; a descriptor sink's records
- * are queued bare and written in one go. */
+/*
+ * The asynchronous queue. Every entry is a header and its bytes, padded to
+ * a multiple of 8 so that the next header, and the block of a deferred
+ * record, are aligned:
+ * - Q_LINE: a record formatted by the caller, written as it is;
+ * - Q_DEFERRED: a record whose formatting was left to the writer
+ *   (keel_log_write_deferred): a struct qdef, the caller's block, then
+ *   module and msg with their NULs.
+ * The writer turns a batch into output in order: for a descriptor sink, it
+ * copies or formats each record into its output buffer, written with one
+ * write(2) per OUT_SIZE bytes; a function sink gets one call per record.
+ */
+enum { Q_LINE = 0, Q_DEFERRED = 1 };
+
 struct qhdr {
-	uint32_t len;
-	uint32_t level;
+	uint32_t len; /* bytes after the header, padding not included */
+	uint8_t level;
+	uint8_t kind;
+	uint16_t unused;
 };
+
+struct qdef {
+	struct timespec ts;      /* taken by the caller */
+	struct keel_trace trace; /* the caller's context */
+	uint8_t has_trace;
+	uint16_t module_len;     /* with the NUL; 0: module NULL */
+	uint16_t msg_len;        /* with the NUL; 0: msg NULL */
+	uint32_t data_len;
+	keel_log_fields_fn fn;
+	/* then the block (data_len bytes), padding to 8, module, msg */
+};
+
+#define QPAD(n) (((n) + 7) & ~(size_t)7)
+#define OUT_SIZE (64 * 1024)
+#define DEFERRED_MAX_DATA (64 * 1024)
 
 static void emit_fd(struct keel_logger *lg, const char *p, size_t n,
 		    uint64_t records, uint64_t *written, uint64_t *errors)
@@ -563,22 +593,6 @@ static void emit_fd(struct keel_logger *lg, const char *p, size_t n,
 		*errors += records;
 	else
 		*written += records;
-}
-
-static void emit_queued_sink(struct keel_logger *lg, const char *p, size_t n,
-			     uint64_t *written)
-{
-	while (n >= sizeof(struct qhdr)) {
-		struct qhdr h;
-
-		memcpy(&h, p, sizeof(h));
-		p += sizeof(h);
-		n -= sizeof(h);
-		lg->sink(lg->sink_ud, (enum keel_log_level)h.level, p, h.len);
-		(*written)++;
-		p += h.len;
-		n -= h.len;
-	}
 }
 
 /* Synchronous delivery of one record. */
@@ -596,31 +610,46 @@ static void deliver_sync(struct keel_logger *lg, enum keel_log_level level,
 	pthread_mutex_unlock(&lg->mu);
 }
 
-/* Asynchronous: copy into the filling buffer or drop. Never waits for I/O. */
+/* Under mu: room for an entry of n bytes at the end of the filling buffer,
+ * its header written; NULL when it does not fit or the logger stops (the
+ * record is dropped and counted). Never waits for I/O. */
+static char *q_push(struct keel_logger *lg, enum keel_log_level level,
+		    int kind, size_t n)
+{
+	size_t need = sizeof(struct qhdr) + QPAD(n);
+	struct qhdr h = { (uint32_t)n, (uint8_t)level, (uint8_t)kind, 0 };
+	char *p;
+
+	if (n > UINT32_MAX || need > lg->half - lg->fill_len || lg->stop) {
+		lg->dropped++;
+		return NULL;
+	}
+	p = lg->fill + lg->fill_len;
+	memcpy(p, &h, sizeof(h));
+	lg->fill_len += need;
+	return p + sizeof(h);
+}
+
+/* Under mu, after a push: wakes the writer for the first record after it
+ * went idle, then only for a full batch: one wake-up per batch, not per
+ * record. */
+static void q_wake(struct keel_logger *lg)
+{
+	if (lg->waiting || (lg->lingering && lg->fill_len >= lg->threshold))
+		pthread_cond_signal(&lg->wake);
+}
+
 static void deliver_async(struct keel_logger *lg, enum keel_log_level level,
 			  const char *p, size_t n)
 {
-	size_t need = n + (lg->sink != NULL ? sizeof(struct qhdr) : 0);
+	char *dst;
 
 	pthread_mutex_lock(&lg->mu);
-	if (lg->fill_len + need > lg->half || lg->stop) {
-		lg->dropped++;
-		pthread_mutex_unlock(&lg->mu);
-		return;
+	dst = q_push(lg, level, Q_LINE, n);
+	if (dst != NULL) {
+		memcpy(dst, p, n);
+		q_wake(lg);
 	}
-	if (lg->sink != NULL) {
-		struct qhdr h = { (uint32_t)n, (uint32_t)level };
-
-		memcpy(lg->fill + lg->fill_len, &h, sizeof(h));
-		lg->fill_len += sizeof(h);
-	}
-	memcpy(lg->fill + lg->fill_len, p, n);
-	lg->fill_len += n;
-	lg->fill_count++;
-	/* Wake the writer for the first record after it went idle, then only
-	 * for a full batch: one wake-up per batch, not per record. */
-	if (lg->waiting || (lg->lingering && lg->fill_len >= lg->threshold))
-		pthread_cond_signal(&lg->wake);
 	pthread_mutex_unlock(&lg->mu);
 }
 
@@ -652,6 +681,127 @@ static void log_record(struct keel_logger *lg, const struct record *r)
 		__atomic_add_fetch(&lg->write_errors, 1, __ATOMIC_RELAXED);
 	if (j.heap)
 		keel__json_free(&j);
+}
+
+/* ------------------------------------------------------------------------
+ * The writer thread
+ * ------------------------------------------------------------------------ */
+
+/* The output buffer (descriptor sinks) to the descriptor. */
+static void out_flush(struct keel_logger *lg, uint64_t *written,
+		      uint64_t *errors)
+{
+	if (lg->out_len > 0)
+		emit_fd(lg, lg->out, lg->out_len, lg->out_records, written,
+			errors);
+	lg->out_len = 0;
+	lg->out_records = 0;
+}
+
+static void out_line(struct keel_logger *lg, const char *p, size_t n,
+		     uint64_t *written, uint64_t *errors)
+{
+	if (n > OUT_SIZE - lg->out_len) {
+		out_flush(lg, written, errors);
+		if (n > OUT_SIZE) {
+			emit_fd(lg, p, n, 1, written, errors);
+			return;
+		}
+	}
+	memcpy(lg->out + lg->out_len, p, n);
+	lg->out_len += n;
+	lg->out_records++;
+}
+
+/* A deferred record: its fields from the caller's function, then the same
+ * formatting as log_record's, into the output buffer when it fits. */
+static void emit_deferred(struct keel_logger *lg, enum keel_log_level level,
+			  const char *p, uint64_t *written, uint64_t *errors)
+{
+	struct keel_field f[KEEL_LOG_DEFERRED_MAX_FIELDS];
+	char stack[STACK_LINE];
+	struct keel__json j;
+	struct record r;
+	struct qdef d;
+	const char *data = p + sizeof(d), *module, *msg;
+	size_t n;
+
+	memcpy(&d, p, sizeof(d));
+	module = data + QPAD((size_t)d.data_len);
+	msg = module + d.module_len;
+	n = d.fn(data, d.data_len, f, KEEL_LOG_DEFERRED_MAX_FIELDS);
+	memset(&r, 0, sizeof(r));
+	r.level = level;
+	r.module = d.module_len != 0 ? module : lg->module;
+	r.msg = d.msg_len != 0 ? msg : NULL;
+	r.fields = f;
+	r.n = n < KEEL_LOG_DEFERRED_MAX_FIELDS ? n : KEEL_LOG_DEFERRED_MAX_FIELDS;
+	r.ts = d.ts;
+	r.trace = d.has_trace ? &d.trace : NULL;
+	if (lg->sink == NULL) {
+		keel__json_init(&j, lg->out + lg->out_len, OUT_SIZE - lg->out_len);
+		format(lg, &j, &r);
+		if (j.failed && lg->out_len > 0) {
+			out_flush(lg, written, errors);
+			keel__json_init(&j, lg->out, OUT_SIZE);
+			format(lg, &j, &r);
+		}
+		if (!j.failed) {
+			lg->out_len += j.len;
+			lg->out_records++;
+			return;
+		}
+		/* Longer than the whole buffer: on its own. */
+		keel__json_init(&j, NULL, 4 * STACK_LINE);
+		format(lg, &j, &r);
+		if (!j.failed)
+			emit_fd(lg, j.buf, j.len, 1, written, errors);
+		else
+			(*errors)++;
+		keel__json_free(&j);
+		return;
+	}
+	keel__json_init(&j, stack, sizeof(stack));
+	format(lg, &j, &r);
+	if (j.failed) {
+		keel__json_init(&j, NULL, 4 * STACK_LINE);
+		format(lg, &j, &r);
+	}
+	if (!j.failed) {
+		lg->sink(lg->sink_ud, level, j.buf, j.len);
+		(*written)++;
+	} else {
+		(*errors)++;
+	}
+	if (j.heap)
+		keel__json_free(&j);
+}
+
+/* A batch of queued entries, in order, to the sink. */
+static void emit_batch(struct keel_logger *lg, const char *p, size_t n,
+		       uint64_t *written, uint64_t *errors)
+{
+	while (n >= sizeof(struct qhdr)) {
+		struct qhdr h;
+		size_t step;
+
+		memcpy(&h, p, sizeof(h));
+		step = sizeof(h) + QPAD((size_t)h.len);
+		if (h.kind == Q_DEFERRED) {
+			emit_deferred(lg, (enum keel_log_level)h.level,
+				      p + sizeof(h), written, errors);
+		} else if (lg->sink != NULL) {
+			lg->sink(lg->sink_ud, (enum keel_log_level)h.level,
+				 p + sizeof(h), h.len);
+			(*written)++;
+		} else {
+			out_line(lg, p + sizeof(h), h.len, written, errors);
+		}
+		p += step;
+		n -= step;
+	}
+	if (lg->sink == NULL)
+		out_flush(lg, written, errors);
 }
 
 /* Under mu, with records waiting: gives callers up to LINGER_NS to fill a
@@ -689,7 +839,7 @@ static void *writer_main(void *arg)
 	for (;;) {
 		char *batch;
 		size_t len;
-		uint64_t count, written = 0, errors = 0, dropped;
+		uint64_t written = 0, errors = 0, dropped;
 
 		while (lg->fill_len == 0 && !lg->stop) {
 			pthread_cond_broadcast(&lg->drained);
@@ -702,19 +852,14 @@ static void *writer_main(void *arg)
 		linger(lg);
 		batch = lg->fill;
 		len = lg->fill_len;
-		count = lg->fill_count;
 		lg->fill = lg->spare;
 		lg->spare = batch;
 		lg->fill_len = 0;
-		lg->fill_count = 0;
 		lg->busy = 1;
 		check_hup(lg);
 		pthread_mutex_unlock(&lg->mu);
 
-		if (lg->sink != NULL)
-			emit_queued_sink(lg, batch, len, &written);
-		else
-			emit_fd(lg, batch, len, count, &written, &errors);
+		emit_batch(lg, batch, len, &written, &errors);
 
 		pthread_mutex_lock(&lg->mu);
 		lg->written += written;
@@ -726,12 +871,14 @@ static void *writer_main(void *arg)
 			 * sink: the queue may well be full again. */
 			struct record r = { KEEL_LOG_WARN, "keel.log",
 					    "log records dropped: queue full",
-					    NULL, 0, NULL, dropped };
+					    NULL, 0, NULL, dropped,
+					    { 0, 0 }, NULL };
 			struct keel__json j;
 
 			lg->drop_told = lg->dropped;
 			lg->busy = 1;
 			pthread_mutex_unlock(&lg->mu);
+			clock_gettime(CLOCK_REALTIME, &r.ts);
 			keel__json_init(&j, stack, sizeof(stack));
 			format(lg, &j, &r);
 			written = errors = 0;
@@ -848,6 +995,7 @@ static void logger_free_parts(struct keel_logger *lg)
 	free(lg->service);
 	free(lg->fill);
 	free(lg->spare);
+	free(lg->out);
 	free(lg);
 }
 
@@ -916,13 +1064,15 @@ int keel_log_new(const struct keel_log_config *cfg, struct keel_logger **out)
 		lg->half = size / 2;
 		lg->fill = malloc(lg->half);
 		lg->spare = malloc(lg->half);
+		lg->out = lg->sink == NULL ? malloc(OUT_SIZE) : NULL;
 		lg->threshold = lg->half / 4;
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 		pthread_cond_init(&lg->wake, &ca);
 		pthread_condattr_destroy(&ca);
 		pthread_cond_init(&lg->drained, NULL);
-		if (lg->fill == NULL || lg->spare == NULL)
+		if (lg->fill == NULL || lg->spare == NULL ||
+		    (lg->sink == NULL && lg->out == NULL))
 			rc = -ENOMEM;
 		else if ((rc = -pthread_create(&lg->writer, NULL, writer_main,
 					       lg)) != 0)
@@ -1015,6 +1165,8 @@ static void log_common(struct keel_logger *lg, enum keel_log_level level,
 	r.n = fields != NULL ? n : 0;
 	r.panic = p;
 	r.dropped = 0;
+	clock_gettime(CLOCK_REALTIME, &r.ts);
+	r.trace = keel_trace_current();
 	log_record(lg, &r);
 	if (lg->reporter != NULL && (int)level >= lg->report_level)
 		report_record(lg, &r);
@@ -1027,6 +1179,66 @@ void keel_log_write(struct keel_logger *lg, enum keel_log_level level,
 		    const struct keel_field *fields, size_t n)
 {
 	log_common(lg, level, module, msg, NULL, fields, n);
+}
+
+/* Queues a deferred record (see keel/log.h), or formats it now when it
+ * cannot wait for the writer. */
+void keel_log_write_deferred(struct keel_logger *lg, enum keel_log_level level,
+			     const char *module, const char *msg,
+			     keel_log_fields_fn fields_fn, const void *data,
+			     size_t len)
+{
+	size_t mlen, slen;
+	struct qdef d;
+	char *dst;
+
+	if ((unsigned)level >= KEEL_LOG_OFF || !keel_log_enabled(lg, level) ||
+	    fields_fn == NULL || (data == NULL && len > 0))
+		return;
+	lg = resolve(lg);
+	mlen = module != NULL ? strlen(module) + 1 : 0;
+	slen = msg != NULL ? strlen(msg) + 1 : 0;
+	if (!lg->async || level == KEEL_LOG_FATAL ||
+	    (lg->reporter != NULL && (int)level >= lg->report_level) ||
+	    len > DEFERRED_MAX_DATA || mlen > UINT16_MAX || slen > UINT16_MAX) {
+		struct keel_field f[KEEL_LOG_DEFERRED_MAX_FIELDS];
+		size_t n = fields_fn(data, len, f, KEEL_LOG_DEFERRED_MAX_FIELDS);
+
+		log_common(lg, level, module, msg, NULL, f,
+			   n < KEEL_LOG_DEFERRED_MAX_FIELDS
+				   ? n
+				   : KEEL_LOG_DEFERRED_MAX_FIELDS);
+		return;
+	}
+	memset(&d, 0, sizeof(d));
+	clock_gettime(CLOCK_REALTIME, &d.ts);
+	{
+		const struct keel_trace *t = keel_trace_current();
+
+		if (t != NULL) {
+			d.trace = *t;
+			d.has_trace = 1;
+		}
+	}
+	d.module_len = (uint16_t)mlen;
+	d.msg_len = (uint16_t)slen;
+	d.data_len = (uint32_t)len;
+	d.fn = fields_fn;
+	pthread_mutex_lock(&lg->mu);
+	dst = q_push(lg, level, Q_DEFERRED, sizeof(d) + QPAD(len) + mlen + slen);
+	if (dst != NULL) {
+		memcpy(dst, &d, sizeof(d));
+		dst += sizeof(d);
+		if (len > 0)
+			memcpy(dst, data, len);
+		dst += QPAD(len);
+		if (mlen > 0)
+			memcpy(dst, module, mlen);
+		if (slen > 0)
+			memcpy(dst + mlen, msg, slen);
+		q_wake(lg);
+	}
+	pthread_mutex_unlock(&lg->mu);
 }
 
 void keel_log_panic(struct keel_logger *lg, enum keel_log_level level,

@@ -30,6 +30,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2293,16 +2294,30 @@ static int take_lock(const char *dir, int *fd_out, char *err, size_t errlen)
 	if (fd < 0)
 		return seterr(err, errlen, -errno, "cannot open %s: %s", path,
 			      strerror(errno));
-	do
-		rc = flock(fd, LOCK_EX | LOCK_NB);
-	while (rc != 0 && errno == EINTR);
-	if (rc != 0 && errno == EWOULDBLOCK) {
+	/*
+	 * A keeld killed a moment ago may still have its lock held through a
+	 * child it was forking for a job (the descriptor lives in the child
+	 * until it closes it, before execve). When the pid in the file is
+	 * dead, wait up to 2 s for that to pass; a live holder is refused at
+	 * once.
+	 */
+	for (int tries = 0;; tries++) {
 		long pid = 0;
 
+		do
+			rc = flock(fd, LOCK_EX | LOCK_NB);
+		while (rc != 0 && errno == EINTR);
+		if (rc == 0 || errno != EWOULDBLOCK)
+			break;
 		got = pread(fd, buf, sizeof(buf) - 1, 0);
 		if (got > 0) {
 			buf[got] = '\0';
 			pid = strtol(buf, NULL, 10);
+		}
+		if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH &&
+		    tries < 100) {
+			usleep(20000);
+			continue;
 		}
 		close(fd);
 		if (pid > 0)

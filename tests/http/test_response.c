@@ -164,6 +164,38 @@ TEST(headers_validation)
 	keel_test_leak_check();
 }
 
+/* Every byte, alone and inside a name and a value, against RFC 9110 as
+ * written: names are tokens (tchar), values have no controls but tab. */
+TEST(header_bytes_every_value)
+{
+	static const char tspecial_ok[] = "!#$%&'*+-.^_`|~";
+	struct keel_http_resp rs;
+	int c;
+
+	resp_new(&rs);
+	for (c = 1; c < 256; c++) {
+		char name[8] = { 'X', '-', (char)c, 'a', 0 };
+		char value[8] = { 'v', (char)c, 'w', 0 };
+		int tchar = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+			    (c >= 'a' && c <= 'z') ||
+			    strchr(tspecial_ok, c) != NULL;
+		int vok = c == '\t' || (c >= 0x20 && c != 0x7f);
+
+		CHECK_INT(keel_http_set_header(&rs, name, "v"), ==,
+			  tchar ? 0 : -EINVAL);
+		CHECK_INT(keel_http_set_header(&rs, "X-Value", value), ==,
+			  vok ? 0 : -EINVAL);
+		if (vok)
+			CHECK_STR(keel_http_resp_header(&rs, "x-value"), value);
+		name[1] = '\0'; /* "X" then the byte alone */
+		name[0] = (char)c;
+		CHECK_INT(keel_http_set_header(&rs, name, "v"), ==,
+			  tchar ? 0 : -EINVAL);
+		keel_http_reset(&rs);
+	}
+	keel__http_resp_release(&rs);
+}
+
 TEST(write_and_printf_growth)
 {
 	struct keel_http_resp rs;

@@ -1386,6 +1386,109 @@ static void cfg_one_worker(struct keel_http_config *c)
 	c->logger = test_lg;
 }
 
+/* Answers a body of ?n= bytes ('a' + i % 26), and the request headers the
+ * server reads for the trace middleware, through the public lookup. */
+static void h_sized(struct keel_http_req *rq, struct keel_http_resp *rs,
+		    void *ud)
+{
+	const char *n = keel_http_query(rq, "n");
+	const char *tp = keel_http_header(rq, "traceparent");
+	const char *id = keel_http_header(rq, "x-request-id");
+	long i, len = n != NULL ? atol(n) : 0;
+
+	(void)ud;
+	keel_http_set_header(rs, "X-Saw-Traceparent", tp != NULL ? tp : "-");
+	keel_http_set_header(rs, "X-Saw-Id", id != NULL ? id : "-");
+	for (i = 0; i < len; i++) {
+		char c = (char)('a' + i % 26);
+
+		CHECK_INT(keel_http_write(rs, &c, 1), ==, 0);
+	}
+}
+
+/*
+ * The server keeps the state of finished requests (and their response
+ * buffers) for the next ones: nothing of a request may show in the next.
+ * Paths on both sides of the length kept inside the state (128), bodies of
+ * every size one after the other, on the event thread and on the pool,
+ * headers present then absent.
+ */
+TEST(request_state_is_reused_cleanly)
+{
+	struct keel_http_router *rt;
+	struct keel_http_server *s;
+	static const size_t plens[] = { 1, 100, 120, 121, 122, 123, 200, 900 };
+	static const long blens[] = { 0, 5, 255, 256, 257, 4095, 4096, 5000, 70000, 3, 0 };
+	char path[1024], want[1024], v[128];
+	struct hres r;
+	size_t i, k;
+	int round;
+
+	CHECK_INT(keel_http_router_new(&rt), ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/echo/{name}", h_echo, NULL, 0),
+		  ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/pool/{name}", h_echo, NULL,
+				  KEEL_HTTP_BLOCKING),
+		  ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/sized", h_sized, NULL, 0), ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/pool-sized", h_sized, NULL,
+				  KEEL_HTTP_BLOCKING),
+		  ==, 0);
+	s = srv_start(rt, NULL);
+	for (round = 0; round < 2; round++) {
+		const char *base = round ? "/pool/" : "/echo/";
+
+		for (i = 0; i < sizeof(plens) / sizeof(plens[0]); i++) {
+			/* the decoded path: "/echo/" and n name bytes, 126
+			 * to 129 around the 128 kept in the state (the
+			 * client's URL buffer takes about 1000) */
+			size_t n = plens[i];
+
+			snprintf(path, sizeof(path), "%s", base);
+			for (k = 0; k < n; k++)
+				path[strlen(base) + k] = (char)('a' + (i + k) % 26);
+			path[strlen(base) + n] = '\0';
+			memcpy(want, path, strlen(path) + 1);
+			http_get(keel_http_server_port(s), path, &r);
+			CHECK_INT(r.status, ==, 200);
+			{
+				json_t *o = json_loads(r.body, 0, NULL);
+
+				CHECK(o != NULL);
+				CHECK_STR(json_string_value(json_object_get(o, "path")), want);
+				CHECK_STR(json_string_value(json_object_get(o, "name")),
+					  want + strlen(base));
+				CHECK_INT(json_is_true(json_object_get(o, "offloaded")), ==,
+					  round);
+				json_decref(o);
+			}
+			hres_free(&r);
+		}
+		for (i = 0; i < sizeof(blens) / sizeof(blens[0]); i++) {
+			const char *with[] = {
+				"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+				"X-Request-Id: id-1", NULL,
+			};
+
+			snprintf(path, sizeof(path), "%s?n=%ld",
+				 round ? "/pool-sized" : "/sized", blens[i]);
+			http_req(keel_http_server_port(s), "GET", path, NULL,
+				 i % 2 ? with : NULL, &r);
+			CHECK_INT(r.status, ==, 200);
+			CHECK_INT(r.len, ==, blens[i]);
+			for (k = 0; k < (size_t)blens[i]; k++)
+				CHECK(r.body[k] == (char)('a' + k % 26));
+			CHECK_STR(hres_header_get(&r, "X-Saw-Traceparent", v, sizeof(v)),
+				  i % 2 ? "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+					: "-");
+			CHECK_STR(hres_header_get(&r, "X-Saw-Id", v, sizeof(v)),
+				  i % 2 ? "id-1" : "-");
+			hres_free(&r);
+		}
+	}
+	srv_done(s, rt);
+}
+
 TEST(trace_context_does_not_leak)
 {
 	struct keel_http_router *rt;

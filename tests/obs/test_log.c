@@ -19,6 +19,10 @@
 #include <keel/log.h>
 #include <keel/trace.h>
 
+#include <math.h>
+
+#include "../../src/obs/json.h"
+
 /* ------------------------------------------------------------------------
  * Helpers: a logger into a pipe or a memory sink, and reading it back
  * ------------------------------------------------------------------------ */
@@ -500,19 +504,55 @@ TEST(auto_format_is_json_on_a_pipe_and_console_on_a_terminal)
 struct writer_arg {
 	struct keel_logger *lg;
 	int id;
+	int deferred; /* every other record through keel_log_write_deferred */
 };
+
+/* A deferred "rec" record: its values, then the pad bytes. */
+struct rec_block {
+	int64_t thread, seq;
+	uint64_t padlen;
+	char pad[];
+};
+
+static size_t rec_fields(const void *data, size_t len, struct keel_field *f,
+			 size_t max)
+{
+	const struct rec_block *b = data;
+
+	CHECK(((uintptr_t)data & 7) == 0);
+	CHECK_INT(len, ==, sizeof(*b) + b->padlen);
+	CHECK(max >= 3);
+	f[0] = KEEL_INT("thread", b->thread);
+	f[1] = KEEL_INT("seq", b->seq);
+	f[2] = KEEL_STRN("pad", b->pad, b->padlen);
+	return 3;
+}
 
 static void *writer(void *p)
 {
 	struct writer_arg *a = p;
 	char pad[6000];
+	union {
+		struct rec_block b;
+		char bytes[sizeof(struct rec_block) + 6000];
+	} u;
 	int i;
 
 	memset(pad, 'p', sizeof(pad));
+	memset(u.b.pad, 'p', 6000);
 	for (i = 0; i < PER_THREAD; i++) {
 		/* Every 50th record is longer than PIPE_BUF. */
 		size_t padlen = i % 50 == 0 ? 5000 : (size_t)(i % 97);
 
+		if (a->deferred && i % 2 == 1) {
+			u.b.thread = a->id;
+			u.b.seq = i;
+			u.b.padlen = padlen;
+			keel_log_write_deferred(a->lg, KEEL_LOG_INFO, "w", "rec",
+						rec_fields, &u.b,
+						sizeof(u.b) + padlen);
+			continue;
+		}
 		keel_log_info(a->lg, "w", "rec", KEEL_INT("thread", a->id),
 			      KEEL_INT("seq", i), KEEL_STRN("pad", pad, padlen));
 	}
@@ -571,7 +611,7 @@ static void check_concurrent_output(const char *buf)
 	CHECK_INT(lines, ==, THREADS * PER_THREAD);
 }
 
-static void concurrent(int async)
+static void concurrent(int async, int deferred)
 {
 	struct keel_log_config cfg;
 	struct keel_logger *lg;
@@ -592,6 +632,7 @@ static void concurrent(int async)
 	for (i = 0; i < THREADS; i++) {
 		a[i].lg = lg;
 		a[i].id = i;
+		a[i].deferred = deferred;
 		CHECK_INT(pthread_create(&th[i], NULL, writer, &a[i]), ==, 0);
 	}
 	for (i = 0; i < THREADS; i++)
@@ -610,12 +651,24 @@ static void concurrent(int async)
 
 TEST(many_threads_no_torn_lines_sync)
 {
-	concurrent(0);
+	concurrent(0, 0);
 }
 
 TEST(many_threads_no_torn_lines_async)
 {
-	concurrent(1);
+	concurrent(1, 0);
+}
+
+/* Deferred records among the others: each thread's records still come out
+ * whole and in the order they were logged. */
+TEST(many_threads_no_torn_lines_async_deferred)
+{
+	concurrent(1, 1);
+}
+
+TEST(many_threads_no_torn_lines_sync_deferred)
+{
+	concurrent(0, 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -846,6 +899,481 @@ TEST(async_free_writes_everything_queued)
 		keel_log_info(lg, "m", "queued", KEEL_INT("i", i));
 	keel_log_free(lg);
 	CHECK_INT(count_lines(slurp(path)), ==, 500);
+}
+
+/* ------------------------------------------------------------------------
+ * Deferred records: formatted by the writer, the same bytes
+ * ------------------------------------------------------------------------ */
+
+/* The raw values of a record with every kind of field the formatter
+ * treats apart: escapes, invalid UTF-8, U+2028, numbers the fast path and
+ * snprintf format, NaN, null strings, nested objects. */
+struct mix_block {
+	int64_t i;
+	uint64_t u;
+	double f1, f2, f3;
+	int32_t b;
+	uint32_t slen;
+	char s[48];
+};
+
+static const struct mix_block mix = {
+	-42, 9007199254740993ULL, 12.345, 1.0 / 3.0, 0.0 / 0.0, 1, 15,
+	"q\"\\\n\t\xff\xe2\x80\xa8" "caf\xc3\xa9!",
+};
+
+static pthread_t fields_thread;
+static int fields_calls;
+
+static size_t mix_fields(const void *data, size_t len, struct keel_field *f,
+			 size_t max)
+{
+	const struct mix_block *b = data;
+	size_t n = 0;
+
+	CHECK_INT(len, ==, sizeof(*b));
+	CHECK(max >= 14);
+	fields_thread = pthread_self();
+	__atomic_add_fetch(&fields_calls, 1, __ATOMIC_RELAXED);
+	f[n++] = KEEL_STRN("s", b->s, b->slen);
+	f[n++] = KEEL_STR("cs", b->s);
+	f[n++] = KEEL_INT("i", b->i);
+	f[n++] = KEEL_UINT("u", b->u);
+	f[n++] = KEEL_FLOAT("f1", b->f1);
+	f[n++] = KEEL_FLOAT("f2", b->f2);
+	f[n++] = KEEL_FLOAT("nan", b->f3);
+	f[n++] = KEEL_BOOL("b", b->b);
+	f[n++] = KEEL_NULL("z");
+	f[n++] = KEEL_STR("nullstr", NULL);
+	f[n++] = KEEL_OBJ("o");
+	f[n++] = KEEL_INT("deep", b->i * 2);
+	f[n++] = KEEL_OBJ_END();
+	f[n++] = KEEL_STR("after", "end");
+	return n;
+}
+
+/* Line n of text without its timestamp (the one thing that may differ
+ * between two records): JSON's value, or the console's first 12 bytes. */
+static char *untimed_line(const char *text, int n, int console)
+{
+	const char *p = text, *nl;
+	char *out;
+
+	while (n-- > 0) {
+		p = strchr(p, '\n');
+		CHECK(p != NULL);
+		p++;
+	}
+	nl = strchr(p, '\n');
+	CHECK(nl != NULL);
+	if (console) {
+		CHECK(nl - p > 12);
+		p += 12;
+		return strndup(p, (size_t)(nl - p));
+	}
+	CHECK_INT(strncmp(p, "{\"timestamp\":\"", 14), ==, 0);
+	CHECK(nl - p > 14 + 24);
+	out = strndup(p + 14 + 24, (size_t)(nl - p - 14 - 24));
+	CHECK(out != NULL);
+	return out;
+}
+
+/* Logs the mix with keel_log_write, then with keel_log_write_deferred, and
+ * compares the two lines. */
+static void same_bytes(enum keel_log_format format, int async, int use_sink)
+{
+	struct keel_log_config cfg;
+	struct keel_logger *lg;
+	struct keel_field f[KEEL_LOG_DEFERRED_MAX_FIELDS];
+	struct keel_trace t;
+	struct mem m;
+	int fds[2] = { -1, -1 };
+	const char *text;
+	char *a, *b;
+	size_t n;
+
+	memset(&m, 0, sizeof(m));
+	pthread_mutex_init(&m.mu, NULL);
+	keel_log_config_init(&cfg);
+	cfg.level = KEEL_LOG_DEBUG;
+	cfg.format = format;
+	cfg.color = 0;
+	cfg.async = async;
+	cfg.service = "svc";
+	if (use_sink) {
+		cfg.sink = mem_sink;
+		cfg.sink_ud = &m;
+	} else {
+		CHECK_INT(pipe(fds), ==, 0);
+		cfg.fd = fds[1];
+	}
+	CHECK_INT(keel_log_new(&cfg, &lg), ==, 0);
+	keel_trace_new(&t);
+	keel_trace_set(&t, NULL);
+	n = mix_fields(&mix, sizeof(mix), f, KEEL_LOG_DEFERRED_MAX_FIELDS);
+	keel_log_write(lg, KEEL_LOG_WARN, "mod\xff", "the message\n", f, n);
+	keel_log_write_deferred(lg, KEEL_LOG_WARN, "mod\xff", "the message\n",
+				mix_fields, &mix, sizeof(mix));
+	/* NULL module (the logger's) and message. */
+	keel_log_write(lg, KEEL_LOG_INFO, NULL, NULL, f, n);
+	keel_log_write_deferred(lg, KEEL_LOG_INFO, NULL, NULL, mix_fields, &mix,
+				sizeof(mix));
+	keel_trace_set(NULL, NULL);
+	keel_log_free(lg);
+	if (use_sink) {
+		text = m.buf;
+		CHECK_INT(m.calls, ==, 4);
+		CHECK_INT(m.bad_calls, ==, 0);
+	} else {
+		close(fds[1]);
+		text = read_fd_all(fds[0]);
+		close(fds[0]);
+	}
+	CHECK_INT(count_lines(text), ==, 4);
+	a = untimed_line(text, 0, format == KEEL_LOG_FORMAT_CONSOLE);
+	b = untimed_line(text, 1, format == KEEL_LOG_FORMAT_CONSOLE);
+	CHECK_STR(b, a);
+	free(a);
+	free(b);
+	a = untimed_line(text, 2, format == KEEL_LOG_FORMAT_CONSOLE);
+	b = untimed_line(text, 3, format == KEEL_LOG_FORMAT_CONSOLE);
+	CHECK_STR(b, a);
+	free(a);
+	free(b);
+	if (format == KEEL_LOG_FORMAT_JSON) {
+		char tid[33];
+		json_t *v = line_json(text, 1);
+
+		keel_trace_id_hex(&t, tid);
+		CHECK_STR(jstr(v, "trace_id"), tid);
+		CHECK_STR(jstr(v, "service"), "svc");
+		CHECK_STR(jstr(v, "s"),
+			  "q\"\\\n\t\xef\xbf\xbd\xe2\x80\xa8" "caf\xc3\xa9!");
+		CHECK(json_is_null(json_object_get(v, "nan")));
+		json_decref(v);
+	}
+	free(m.buf);
+	pthread_mutex_destroy(&m.mu);
+}
+
+TEST(deferred_record_is_the_same_bytes)
+{
+	int async, sink;
+
+	for (async = 0; async <= 1; async++)
+		for (sink = 0; sink <= 1; sink++) {
+			same_bytes(KEEL_LOG_FORMAT_JSON, async, sink);
+			same_bytes(KEEL_LOG_FORMAT_CONSOLE, async, sink);
+		}
+}
+
+/* The writer formats later, but the record says when and under which trace
+ * it was logged, not when it was formatted. */
+TEST(deferred_record_keeps_the_time_and_trace_of_the_call)
+{
+	struct keel_log_config cfg;
+	struct keel_logger *lg;
+	struct keel_trace t, other;
+	struct timespec before, after;
+	struct tm tm;
+	char tid[33];
+	const char *ts;
+	json_t *v;
+	long long at_ms, before_ms, after_ms;
+
+	memset(&gated, 0, sizeof(gated));
+	pthread_mutex_init(&gated.mu, NULL);
+	sem_init(&sink_gate, 0, 0);
+	keel_log_config_init(&cfg);
+	cfg.sink = gated_sink;
+	cfg.sink_ud = &gated;
+	cfg.async = 1;
+	CHECK_INT(keel_log_new(&cfg, &lg), ==, 0);
+	keel_log_info(lg, "m", "first");
+	usleep(50 * 1000); /* the writer takes it and blocks in the sink */
+	keel_trace_new(&t);
+	keel_trace_new(&other);
+	keel_trace_set(&t, NULL);
+	fields_calls = 0;
+	clock_gettime(CLOCK_REALTIME, &before);
+	keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "deferred", mix_fields,
+				&mix, sizeof(mix));
+	clock_gettime(CLOCK_REALTIME, &after);
+	keel_trace_set(&other, NULL);
+	CHECK_INT(__atomic_load_n(&fields_calls, __ATOMIC_RELAXED), ==, 0);
+	usleep(300 * 1000); /* formatted at least this much later */
+	sem_post(&sink_gate);
+	keel_log_flush(lg);
+	keel_trace_set(NULL, NULL);
+	CHECK_INT(fields_calls, ==, 1);
+	CHECK(!pthread_equal(fields_thread, pthread_self()));
+	CHECK_INT(count_lines(gated.buf), ==, 2);
+	v = line_json(gated.buf, 1);
+	CHECK_STR(jstr(v, "message"), "deferred");
+	keel_trace_id_hex(&t, tid);
+	CHECK_STR(jstr(v, "trace_id"), tid);
+	ts = jstr(v, "timestamp");
+	memset(&tm, 0, sizeof(tm));
+	CHECK(strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm) != NULL);
+	at_ms = (long long)timegm(&tm) * 1000 + atoi(ts + 20);
+	before_ms = (long long)before.tv_sec * 1000 + before.tv_nsec / 1000000;
+	after_ms = (long long)after.tv_sec * 1000 + after.tv_nsec / 1000000;
+	CHECK_INT(at_ms, >=, before_ms);
+	CHECK_INT(at_ms, <=, after_ms);
+	json_decref(v);
+	keel_log_free(lg);
+	free(gated.buf);
+}
+
+/* Where the record cannot wait for a writer, the fields are made and the
+ * record written before the call returns; a disabled level makes nothing. */
+TEST(deferred_record_written_at_once_when_it_cannot_wait)
+{
+	struct keel_log_config cfg;
+	struct keel_logger *lg;
+	struct mem m;
+	char dir[] = "/tmp/keel-log-XXXXXX", path[128];
+
+	lg = mem_logger(&m, KEEL_LOG_INFO);
+	fields_calls = 0;
+	keel_log_write_deferred(lg, KEEL_LOG_DEBUG, "m", "hidden", mix_fields,
+				&mix, sizeof(mix));
+	CHECK_INT(fields_calls, ==, 0);
+	CHECK_INT(m.calls, ==, 0);
+	keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "sync", mix_fields,
+				&mix, sizeof(mix));
+	CHECK_INT(fields_calls, ==, 1);
+	CHECK(pthread_equal(fields_thread, pthread_self()));
+	CHECK_INT(m.calls, ==, 1);
+	CHECK_CONTAINS(m.buf, "\"message\":\"sync\"");
+	/* Bad arguments: nothing. */
+	keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "x", NULL, &mix,
+				sizeof(mix));
+	keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "x", mix_fields, NULL,
+				sizeof(mix));
+	keel_log_write_deferred(lg, KEEL_LOG_OFF, "m", "x", mix_fields, &mix,
+				sizeof(mix));
+	CHECK_INT(m.calls, ==, 1);
+	keel_log_free(lg);
+	free(m.buf);
+
+	/* FATAL on an async logger: in the file before the call returns. */
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/app.log", dir);
+	keel_log_config_init(&cfg);
+	cfg.path = path;
+	cfg.async = 1;
+	CHECK_INT(keel_log_new(&cfg, &lg), ==, 0);
+	keel_log_write_deferred(lg, KEEL_LOG_FATAL, "m", "last words",
+				mix_fields, &mix, sizeof(mix));
+	CHECK_CONTAINS(slurp(path), "last words");
+	keel_log_free(lg);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Blocks of any size, and records longer than the writer's output
+ * buffer, arrive whole. */
+struct big_block {
+	uint64_t n;
+	char s[];
+};
+
+static size_t big_fields(const void *data, size_t len, struct keel_field *f,
+			 size_t max)
+{
+	const struct big_block *b = data;
+
+	(void)max;
+	CHECK_INT(len, ==, sizeof(*b) + b->n);
+	f[0] = KEEL_STRN("s", b->s, b->n);
+	f[1] = KEEL_UINT("n", b->n);
+	return 2;
+}
+
+TEST(deferred_records_of_any_size)
+{
+	static const size_t sizes[] = { 0, 1, 7, 8, 9, 2000, 40000, 70000, 200000 };
+	struct keel_log_config cfg;
+	struct keel_logger *lg;
+	struct drain d = { 0 };
+	struct keel_log_stats st;
+	struct big_block *b = malloc(sizeof(*b) + 200000);
+	pthread_t dr;
+	int fds[2];
+	size_t i, k;
+
+	CHECK(b != NULL);
+	CHECK_INT(pipe(fds), ==, 0);
+	d.fd = fds[0];
+	CHECK_INT(pthread_create(&dr, NULL, drainer, &d), ==, 0);
+	keel_log_config_init(&cfg);
+	cfg.fd = fds[1];
+	cfg.format = KEEL_LOG_FORMAT_JSON;
+	cfg.async = 1;
+	cfg.async_buffer = 4 << 20;
+	CHECK_INT(keel_log_new(&cfg, &lg), ==, 0);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		/* Quotes escape to two bytes: 40000 of them make a line
+		 * longer than the writer's 64 KiB buffer. */
+		for (k = 0; k < sizes[i]; k++)
+			b->s[k] = (char)(k % 3 == 0 ? '"' : 'a' + k % 26);
+		b->n = sizes[i];
+		keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "big",
+					big_fields, b, sizeof(*b) + sizes[i]);
+		keel_log_info(lg, "m", "between", KEEL_UINT("i", i));
+	}
+	keel_log_flush(lg);
+	keel_log_stats(lg, &st);
+	keel_log_free(lg);
+	close(fds[1]);
+	pthread_join(dr, NULL);
+	close(fds[0]);
+	CHECK_INT(st.dropped, ==, 0);
+	CHECK_INT(st.write_errors, ==, 0);
+	CHECK_INT(st.written, ==, 2 * sizeof(sizes) / sizeof(sizes[0]));
+	CHECK_INT(count_lines(d.buf), ==, 2 * sizeof(sizes) / sizeof(sizes[0]));
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		json_t *v = line_json(d.buf, (int)(2 * i));
+		const char *s = jstr(v, "s");
+
+		CHECK_STR(jstr(v, "message"), "big");
+		CHECK(s != NULL);
+		CHECK_INT(strlen(s), ==, sizes[i]);
+		CHECK_INT(json_integer_value(json_object_get(v, "n")), ==, sizes[i]);
+		for (k = 0; k < sizes[i]; k++)
+			CHECK(s[k] == (char)(k % 3 == 0 ? '"' : 'a' + k % 26));
+		json_decref(v);
+		v = line_json(d.buf, (int)(2 * i + 1));
+		CHECK_INT(json_integer_value(json_object_get(v, "i")), ==, i);
+		json_decref(v);
+	}
+	free(d.buf);
+	free(b);
+}
+
+/* A full queue drops deferred records like the others, and counts them. */
+TEST(deferred_records_dropped_when_the_queue_is_full)
+{
+	struct keel_log_config cfg;
+	struct keel_logger *lg;
+	struct keel_log_stats st;
+	int i, lines;
+
+	memset(&gated, 0, sizeof(gated));
+	pthread_mutex_init(&gated.mu, NULL);
+	sem_init(&sink_gate, 0, 0);
+	keel_log_config_init(&cfg);
+	cfg.sink = gated_sink;
+	cfg.sink_ud = &gated;
+	cfg.async = 1;
+	cfg.async_buffer = 16 * 1024;
+	CHECK_INT(keel_log_new(&cfg, &lg), ==, 0);
+	keel_log_info(lg, "m", "first");
+	usleep(50 * 1000);
+	for (i = 0; i < 1000; i++)
+		keel_log_write_deferred(lg, KEEL_LOG_INFO, "m", "flood",
+					mix_fields, &mix, sizeof(mix));
+	keel_log_stats(lg, &st);
+	CHECK(st.dropped > 0);
+	CHECK(st.dropped < 1000);
+	sem_post(&sink_gate);
+	keel_log_flush(lg);
+	keel_log_stats(lg, &st);
+	lines = count_lines(gated.buf);
+	/* first, the kept part of the flood, the "dropped" record */
+	CHECK_INT(lines, ==, 1 + 1000 - (int)st.dropped + 1);
+	CHECK_INT(st.written, ==, (uint64_t)lines);
+	CHECK_INT(gated.bad_calls, ==, 0);
+	keel_log_free(lg);
+	free(gated.buf);
+}
+
+/* ------------------------------------------------------------------------
+ * Numbers: the writer's short form for decimals (durations in ms) must
+ * stay what it was, the fewest of 0..6 decimals that read back
+ * ------------------------------------------------------------------------ */
+
+/* The reference: the fewest decimals (0..6) that read back, by trying each;
+ * else the shortest %.17g-or-less that does, as keel's writer always did. */
+static void ref_double(double v, char *out, size_t len)
+{
+	static const double pow10[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6 };
+	double a = v < 0 ? -v : v;
+	int64_t n = 0;
+	int k = 7, prec;
+
+	if (a < 9007199254.0 && (a == 0 || a >= 1e-6))
+		for (k = 0; k <= 6; k++) {
+			n = (int64_t)(a * pow10[k] + 0.5);
+			if ((double)n / pow10[k] == a)
+				break;
+		}
+	if (k <= 6) {
+		int64_t p = 1;
+		int i;
+
+		for (i = 0; i < k; i++)
+			p *= 10;
+		if (k == 0)
+			snprintf(out, len, "%s%lld", signbit(v) ? "-" : "",
+				 (long long)n);
+		else
+			snprintf(out, len, "%s%lld.%0*lld",
+				 signbit(v) ? "-" : "", (long long)(n / p), k,
+				 (long long)(n % p));
+		return;
+	}
+	for (prec = 15; prec <= 17; prec++) {
+		snprintf(out, len, "%.*g", prec, v);
+		if (prec == 17 || strtod(out, NULL) == v)
+			break;
+	}
+}
+
+static void check_double(double v)
+{
+	char want[64], got[64];
+	struct keel__json j;
+
+	ref_double(v, want, sizeof(want));
+	keel__json_init(&j, got, sizeof(got) - 1);
+	keel__json_double(&j, v);
+	CHECK(!j.failed);
+	got[j.len] = '\0';
+	if (strcmp(got, want) != 0)
+		KEEL_TEST_FAIL("%.17g: written %s, expected %s", v, got, want);
+}
+
+TEST(decimals_are_written_in_the_fewest_digits)
+{
+	static const double edges[] = {
+		0, 1e-6, 0.5, 1, 1.5, 0.1, 0.2, 0.3, 123.456, 0.000001,
+		4294967295.999999, 4294967296.0, 4294967296.000001,
+		4294967295.5, 8589934591.999999, 8589934592.000001,
+		9007199253.999999, 9007199254.0, 1e-7, 2.5e-6, 999999.999999,
+	};
+	unsigned seed = 42;
+	size_t i;
+	int64_t ns;
+
+	for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		check_double(edges[i]);
+		check_double(-edges[i]);
+	}
+	/* Durations as the access log makes them: ns / 1e6. */
+	for (ns = 0; ns < 300000; ns++)
+		check_double((double)ns / 1e6);
+	for (i = 0; i < 300000; i++) {
+		int64_t big = ((int64_t)rand_r(&seed) << 31 | rand_r(&seed)) %
+			      (int64_t)9e15;
+
+		check_double((double)big / 1e6);
+		check_double((double)(rand_r(&seed) % 100000000) / 1e3);
+		check_double((double)rand_r(&seed) / (double)(1 + rand_r(&seed)));
+		/* near the fast path's 2^32 bound */
+		check_double(4294967296.0 + ((double)(rand_r(&seed) % 2000000) - 1e6) / 1e6);
+	}
 }
 
 /* ------------------------------------------------------------------------
