@@ -41,10 +41,13 @@ struct opts {
 	const char *log_level;
 	const char *log_format;
 	const char *sync;
+	const char *store;  /* NULL: SQLite in data_dir */
+	const char *tags;   /* "a,b" */
 	int workers;
 	int http_threads;
 	int64_t drain_timeout;
 	int64_t missed_after;
+	int64_t lease_ttl, heartbeat, rescue_after;
 	int demo;
 };
 
@@ -60,6 +63,11 @@ static void usage(FILE *f)
 	      "  --data-dir DIR          state directory (KEELD_DATA_DIR, default\n"
 	      "                          /var/lib/keeld as root, else "
 	      "~/.local/state/keeld)\n"
+	      "  --store URI             postgresql://... (or libpq's \"host=... "
+	      "dbname=...\"):\n"
+	      "                          a cluster node on that database "
+	      "(KEELD_STORE;\n"
+	      "                          default: SQLite in the data directory)\n"
 	      "  --jobs FILE             JSON jobs created or replaced at start "
 	      "(KEELD_JOBS)\n"
 	      "  --token TOKEN           bearer token required by the API "
@@ -69,8 +77,20 @@ static void usage(FILE *f)
 	      "  --workers N             runs at once (KEELD_WORKERS, default 16)\n"
 	      "  --http-threads N        HTTP event threads (KEELD_HTTP_THREADS, "
 	      "default 1)\n"
-	      "  --node NAME             name stamped on runs (KEELD_NODE, "
-	      "default HOST:PORT)\n"
+	      "  --node-id NAME          this node's name, stamped on its runs\n"
+	      "                          (KEELD_NODE_ID, default HOST:PORT; "
+	      "alias --node)\n"
+	      "  --tags A,B              cluster: this node's tags; a job with "
+	      "tags runs\n"
+	      "                          only on nodes that have them all "
+	      "(KEELD_TAGS)\n"
+	      "  --lease-ttl DUR         cluster: leader lease (KEELD_LEASE_TTL, "
+	      "default 3s)\n"
+	      "  --heartbeat DUR         cluster: beat period (KEELD_HEARTBEAT, "
+	      "default 500ms)\n"
+	      "  --rescue-after DUR      cluster: a run unbeaten this long is "
+	      "rescued\n"
+	      "                          (KEELD_RESCUE_AFTER, default 6s)\n"
 	      "  --drain-timeout DUR     SIGTERM: wait this long for running runs\n"
 	      "                          (KEELD_DRAIN_TIMEOUT, default 30s)\n"
 	      "  --missed-after DUR      a tick this late is missed "
@@ -123,10 +143,18 @@ static int parse_dur(const char *what, const char *s, int64_t min,
 	return 0;
 }
 
+/* A libpq URI, or a keyword string ("host=... dbname=..."). The password
+ * it may hold is never printed back. */
+static int is_pg_uri(const char *s)
+{
+	return strncmp(s, "postgresql://", 13) == 0 ||
+	       strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
+}
+
 enum {
 	O_LISTEN = 256, O_DATA, O_JOBS, O_TOKEN, O_TOKEN_FILE, O_WORKERS,
 	O_HTTP_THREADS, O_NODE, O_DRAIN, O_MISSED, O_SYNC, O_LEVEL, O_FORMAT,
-	O_DEMO, O_HELP, O_VERSION,
+	O_DEMO, O_HELP, O_VERSION, O_STORE, O_TAGS, O_LEASE, O_BEAT, O_RESCUE,
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -140,6 +168,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "workers", required_argument, NULL, O_WORKERS },
 		{ "http-threads", required_argument, NULL, O_HTTP_THREADS },
 		{ "node", required_argument, NULL, O_NODE },
+		{ "node-id", required_argument, NULL, O_NODE },
+		{ "store", required_argument, NULL, O_STORE },
+		{ "tags", required_argument, NULL, O_TAGS },
+		{ "lease-ttl", required_argument, NULL, O_LEASE },
+		{ "heartbeat", required_argument, NULL, O_BEAT },
+		{ "rescue-after", required_argument, NULL, O_RESCUE },
 		{ "drain-timeout", required_argument, NULL, O_DRAIN },
 		{ "missed-after", required_argument, NULL, O_MISSED },
 		{ "sync", required_argument, NULL, O_SYNC },
@@ -154,6 +188,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	const char *threads = env_or("KEELD_HTTP_THREADS", "1");
 	const char *drain = env_or("KEELD_DRAIN_TIMEOUT", "30s");
 	const char *missed = env_or("KEELD_MISSED_AFTER", "10s");
+	const char *lease = env_or("KEELD_LEASE_TTL", "3s");
+	const char *beat = env_or("KEELD_HEARTBEAT", "500ms");
+	const char *rescue = env_or("KEELD_RESCUE_AFTER", "6s");
 	int c;
 
 	o->listen = env_or("KEELD_LISTEN", "127.0.0.1:8080");
@@ -161,7 +198,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->jobs = env_or("KEELD_JOBS", NULL);
 	o->token = env_or("KEELD_TOKEN", NULL);
 	o->token_file = env_or("KEELD_TOKEN_FILE", NULL);
-	o->node = env_or("KEELD_NODE", NULL);
+	o->node = env_or("KEELD_NODE_ID", env_or("KEELD_NODE", NULL));
+	o->store = env_or("KEELD_STORE", NULL);
+	o->tags = env_or("KEELD_TAGS", NULL);
 	o->log_level = env_or("KEELD_LOG_LEVEL", "info");
 	o->log_format = env_or("KEELD_LOG_FORMAT", "json");
 	o->sync = env_or("KEELD_SYNC", "normal");
@@ -183,6 +222,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_LEVEL: o->log_level = optarg; break;
 		case O_FORMAT: o->log_format = optarg; break;
 		case O_DEMO: o->demo = 1; break;
+		case O_STORE: o->store = optarg; break;
+		case O_TAGS: o->tags = optarg; break;
+		case O_LEASE: lease = optarg; break;
+		case O_BEAT: beat = optarg; break;
+		case O_RESCUE: rescue = optarg; break;
 		case O_HELP: usage(stdout); exit(0);
 		case O_VERSION: printf("keeld %s\n", KEEL_VERSION_STRING); exit(0);
 		default:
@@ -202,8 +246,32 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    parse_dur("--drain-timeout", drain, 0, 24 * 3600 * KEEL_SEC,
 		      &o->drain_timeout) != 0 ||
 	    parse_dur("--missed-after", missed, KEEL_SEC, 24 * 3600 * KEEL_SEC,
-		      &o->missed_after) != 0)
+		      &o->missed_after) != 0 ||
+	    parse_dur("--heartbeat", beat, KEEL_MSEC, 60 * KEEL_SEC,
+		      &o->heartbeat) != 0 ||
+	    parse_dur("--lease-ttl", lease, KEEL_MSEC, 3600 * KEEL_SEC,
+		      &o->lease_ttl) != 0 ||
+	    parse_dur("--rescue-after", rescue, KEEL_MSEC, 24 * 3600 * KEEL_SEC,
+		      &o->rescue_after) != 0)
 		return -1;
+	if (o->lease_ttl < 2 * o->heartbeat || o->rescue_after < 2 * o->heartbeat) {
+		fprintf(stderr, "keeld: --lease-ttl and --rescue-after must be at "
+				"least two --heartbeat periods\n");
+		return -1;
+	}
+	if (o->store != NULL && !is_pg_uri(o->store)) {
+		/* Not echoed: it may hold a password. */
+		fprintf(stderr,
+			"keeld: --store: not a PostgreSQL URI (postgresql://...) "
+			"or libpq connection string (\"host=... dbname=...\"); "
+			"leave it out for SQLite in --data-dir\n");
+		return -1;
+	}
+	if (o->tags != NULL && o->store == NULL) {
+		fprintf(stderr, "keeld: --tags needs a cluster (--store "
+				"postgresql://...)\n");
+		return -1;
+	}
 	if (strcmp(o->sync, "normal") != 0 && strcmp(o->sync, "full") != 0) {
 		fprintf(stderr, "keeld: --sync: '%s' is not normal or full\n",
 			o->sync);
@@ -423,7 +491,29 @@ struct daemon {
 	char data_dir[PATH_MAX];
 	char node[256];
 	char store_desc[PATH_MAX + 16];
+	char *tags_buf;
+	char *tags[33];
+	size_t n_tags;
 };
+
+/* --tags "a,b" into d->tags (pointing into d->tags_buf). */
+static int split_tags(struct daemon *d)
+{
+	char *p, *save = NULL;
+
+	if (d->o.tags == NULL)
+		return 0;
+	d->tags_buf = strdup(d->o.tags);
+	if (d->tags_buf == NULL)
+		return -1;
+	for (p = strtok_r(d->tags_buf, ",", &save); p != NULL;
+	     p = strtok_r(NULL, ",", &save)) {
+		if (d->n_tags == 32 || strlen(p) > 64)
+			return -1;
+		d->tags[d->n_tags++] = p;
+	}
+	return d->n_tags > 0 ? 0 : -1;
+}
 
 static int default_data_dir(char *out, size_t len)
 {
@@ -538,11 +628,20 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 
 	keel_store_config_init(&stc);
 	stc.sync_full = strcmp(d->o.sync, "full") == 0;
-	rc = keel_store_sqlite_open(d->data_dir, &stc, &d->store, err,
-				    sizeof(err));
-	if (rc != 0)
-		FAIL(d, "store: %s", err);
-	snprintf(d->store_desc, sizeof(d->store_desc), "sqlite:%s", d->data_dir);
+	if (d->o.store != NULL) {
+		rc = keel_store_pg_open(d->o.store, &stc, &d->store, err,
+					sizeof(err));
+		if (rc != 0)
+			FAIL(d, "store (PostgreSQL): %s", err);
+		snprintf(d->store_desc, sizeof(d->store_desc), "postgresql");
+	} else {
+		rc = keel_store_sqlite_open(d->data_dir, &stc, &d->store, err,
+					    sizeof(err));
+		if (rc != 0)
+			FAIL(d, "store: %s", err);
+		snprintf(d->store_desc, sizeof(d->store_desc), "sqlite:%s",
+			 d->data_dir);
+	}
 
 	keel_exec_config_init(&ec);
 	ec.log = d->log;
@@ -566,6 +665,17 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	sc.node = d->node;
 	sc.workers = d->o.workers;
 	sc.late = d->o.missed_after;
+	if (d->o.store != NULL) {
+		sc.cluster = 1;
+		sc.lease_ttl = d->o.lease_ttl;
+		sc.heartbeat = d->o.heartbeat;
+		sc.rescue_after = d->o.rescue_after;
+		if (split_tags(d) != 0)
+			FAIL(d, "--tags: each tag is 1-64 characters, at most 32 "
+				"tags, separated by commas");
+		sc.tags = (const char *const *)d->tags;
+		sc.n_tags = d->n_tags;
+	}
 	rc = keel_sched_new(&sc, &d->sched, err, sizeof(err));
 	if (rc != 0)
 		FAIL(d, "scheduler: %s", err);
@@ -616,11 +726,14 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 		      KEEL_STR("listen", d->o.listen),
 		      KEEL_UINT("port", keel_http_server_port(d->http)),
 		      KEEL_STR("data_dir", d->data_dir),
+		      KEEL_STR("store", d->store_desc),
 		      KEEL_STR("node", d->node),
 		      KEEL_BOOL("auth", d->token != NULL));
-	fprintf(stderr, "keeld: listening on http://%s%s%s:%u/ (dashboard, API under /v1), data in %s\n",
+	fprintf(stderr, "keeld: listening on http://%s%s%s:%u/ (dashboard, API under /v1), store %s%s%s\n",
 		strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
-		keel_http_server_port(d->http), d->data_dir);
+		keel_http_server_port(d->http), d->store_desc,
+		d->o.store != NULL ? ", node " : "",
+		d->o.store != NULL ? d->node : "");
 	return 0;
 }
 
@@ -647,6 +760,7 @@ static void stop(struct daemon *d)
 	keel_store_close(d->store);
 	keel_metrics_free(d->metrics);
 	free(d->token);
+	free(d->tags_buf);
 }
 
 /* Waits for SIGTERM/SIGINT; feeds the watchdog while the loop lives. */

@@ -29,6 +29,26 @@
  *             failing database) and a breaker; while it is open nothing
  *             new is ticked, results that could not be stored are kept in
  *             memory and written when the store answers again.
+ *   cluster   With cfg.cluster, several keelds share one store. Every
+ *             heartbeat each node takes or renews the lease (keel/store.h:
+ *             the holder is the leader, its term the fencing token),
+ *             beats its node row and the runs it executes, and reloads
+ *             the jobs that changed. Only the leader ticks (fenced by its
+ *             term; it stops the moment a renewal fails or its lease runs
+ *             out on its own monotonic clock) and rescues the runs whose
+ *             heartbeat is older than rescue_after. Every node claims due
+ *             queued runs (FOR UPDATE SKIP LOCKED) for its free workers,
+ *             and stores results with the claim token: a node presumed
+ *             dead cannot overwrite a rescued run, and a run that is no
+ *             longer its own (rescued, canceled by another node, deleted)
+ *             is stopped at its next beat. Times written are on the
+ *             store's clock. A node starting marks its own runs left
+ *             running crashed (keel_store_recover_node) before it claims.
+ *             A node that cannot reach the store keeps running what it
+ *             holds and keeps their results (beating them) until it can;
+ *             a leader that was cut off waits rescue_after/2 after it
+ *             reaches the store again before it rescues anything, so the
+ *             other nodes can beat first.
  *
  * Each run has a trace id (new per tick, kept by its retries), current on
  * the thread while it runs, so every log line about it carries it.
@@ -72,6 +92,22 @@ struct keel_sched_config {
 					1 min */
 	int64_t store_retry;	     /* ns between tries to write results
 					the store refused; default 1 s */
+
+	/* Cluster mode: several keelds share the store (PostgreSQL). See
+	 * "cluster" above. The store must support the cluster calls. */
+	int cluster;
+	const char *const *tags;     /* this node's tags (copied); a job
+					with tags runs only on nodes that
+					have all of them */
+	size_t n_tags;
+	int64_t lease_ttl;	     /* ns a leader's lease lasts unrenewed;
+					default 3 s */
+	int64_t heartbeat;	     /* ns between beats: lease renewal,
+					node and run heartbeats, job reload;
+					default 500 ms; at most lease_ttl/2 */
+	int64_t rescue_after;	     /* ns without a run heartbeat after
+					which the leader rescues the run;
+					default 6 s; at least 2 heartbeats */
 };
 
 KEEL_API void keel_sched_config_init(struct keel_sched_config *cfg);
@@ -156,6 +192,26 @@ KEEL_API int keel_sched_set_node(struct keel_sched *s, const char *node);
 
 /* The node name runs are stamped with. */
 KEEL_API const char *keel_sched_node(struct keel_sched *s);
+
+/* What this node knows of the cluster, from its latest beat. */
+struct keel_sched_cluster {
+	int cluster;	    /* cfg.cluster */
+	int leader;	    /* 1 when this node leads now */
+	char holder[128];   /* the lease's holder at the latest beat, "" when
+			       none (or unknown: the store did not answer) */
+	int64_t term;	    /* the holder's term */
+	int64_t expires_at; /* ms, store clock: the lease's end */
+	int64_t beat_at;    /* ms, store clock: the latest good beat; 0 none */
+	int64_t skew;	    /* ms: store clock - this host's clock */
+	uint64_t rescued;   /* runs this node rescued as leader */
+	uint64_t lost;	    /* runs it stopped: no longer its own */
+	uint64_t elected;   /* times it became leader */
+	int64_t heartbeat;  /* ms: cfg.heartbeat */
+	int64_t rescue_after; /* ms: cfg.rescue_after */
+};
+/* Without cfg.cluster: cluster 0, leader 1, holder the node. */
+KEEL_API void keel_sched_cluster_info(struct keel_sched *s,
+				      struct keel_sched_cluster *out);
 
 /* Waits until the loop has ticked what was due at the call and no run is
  * queued or running, or timeout ns pass (tests, benchmarks). 0 or

@@ -532,6 +532,89 @@ static void status(struct keel_http_req *rq, struct keel_http_resp *rs,
 	send_json(rs, 200, o);
 }
 
+static json_t *node_json(const struct keel_store_node *n, int leader,
+			 int alive)
+{
+	json_t *tags = json_array();
+
+	for (size_t i = 0; i < n->n_tags; i++)
+		json_array_append_new(tags, json_string(n->tags[i]));
+	return json_pack("{s:s,s:o,s:o,s:i,s:o,s:b,s:b}", "id", n->id,
+			 "last_heartbeat", keel_run_time_json(n->last_heartbeat),
+			 "started_at", keel_run_time_json(n->started_at),
+			 "running", n->running, "tags", tags, "leader", leader,
+			 "alive", alive);
+}
+
+/* The leader and every node, as this node saw them at its latest beat
+ * (the nodes from the store). Alone (SQLite), this node is the cluster. */
+static void cluster(struct keel_http_req *rq, struct keel_http_resp *rs,
+		    void *ud)
+{
+	struct keel_api *a = ud;
+	struct keel_sched_cluster ci;
+	struct keel_store_node *nodes = NULL;
+	size_t n = 0;
+	json_t *o, *arr;
+	int rc;
+
+	(void)rq;
+	keel_sched_cluster_info(a->cfg.sched, &ci);
+	arr = json_array();
+	if (!ci.cluster) {
+		struct keel_sched_stats st;
+		struct keel_store_node self;
+		struct timespec now;
+
+		keel_sched_stats(a->cfg.sched, &st);
+		clock_gettime(CLOCK_REALTIME, &now);
+		memset(&self, 0, sizeof(self));
+		self.id = (char *)keel_sched_node(a->cfg.sched);
+		self.last_heartbeat = (int64_t)now.tv_sec * 1000 +
+				      now.tv_nsec / 1000000;
+		self.started_at = st.started_at;
+		self.running = (int)st.running;
+		json_array_append_new(arr, node_json(&self, 1, 1));
+		o = json_pack("{s:s,s:s,s:s,s:I,s:n,s:o}", "mode", "single",
+			      "node", self.id, "leader", self.id, "term",
+			      (json_int_t)0, "lease_expires_at", "nodes", arr);
+		send_json(rs, 200, o);
+		return;
+	}
+	rc = keel_store_node_list(a->cfg.store, 0, &nodes, &n);
+	if (rc != 0) {
+		json_decref(arr);
+		answer_rc(rs, rc, "nodes", NULL);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Alive: it beat within rescue_after of our latest beat. */
+		int alive = ci.beat_at > 0 &&
+			    ci.beat_at - nodes[i].last_heartbeat < ci.rescue_after;
+
+		json_array_append_new(
+			arr, node_json(&nodes[i],
+				       ci.holder[0] != '\0' &&
+					       strcmp(ci.holder, nodes[i].id) == 0 &&
+					       ci.expires_at > ci.beat_at,
+				       alive));
+	}
+	keel_store_nodes_free(nodes, n);
+	o = json_pack("{s:s,s:s,s:o,s:I,s:o,s:b,s:I,s:I,s:I,s:I,s:o}", "mode",
+		      "cluster", "node", keel_sched_node(a->cfg.sched), "leader",
+		      ci.holder[0] != '\0' && ci.expires_at > ci.beat_at
+			      ? json_string(ci.holder)
+			      : json_null(),
+		      "term", (json_int_t)ci.term, "lease_expires_at",
+		      ci.expires_at > 0 ? keel_run_time_json(ci.expires_at)
+					: json_null(),
+		      "this_node_leads", ci.leader, "skew_ms",
+		      (json_int_t)ci.skew, "rescued", (json_int_t)ci.rescued,
+		      "elected", (json_int_t)ci.elected, "lost",
+		      (json_int_t)ci.lost, "nodes", arr);
+	send_json(rs, 200, o);
+}
+
 static void healthz(struct keel_http_req *rq, struct keel_http_resp *rs,
 		    void *ud)
 {
@@ -618,6 +701,7 @@ int keel_api_new(const struct keel_api_config *cfg, struct keel_http_router *r,
 		{ "POST", "/v1/runs/{id}/cancel", cancel_run, KEEL_HTTP_BLOCKING },
 		{ "GET", "/v1/events", list_events, KEEL_HTTP_BLOCKING },
 		{ "GET", "/v1/status", status, KEEL_HTTP_BLOCKING },
+		{ "GET", "/v1/cluster", cluster, KEEL_HTTP_BLOCKING },
 		{ "GET", "/healthz", healthz, 0 },
 		{ "GET", "/readyz", readyz, 0 },
 		{ "GET", "/", dashboard, 0 },

@@ -53,9 +53,11 @@ struct jobref {
 	struct keel_tz *tz; /* NULL: UTC */
 };
 
-/* A running attempt, so it can be canceled. */
+/* A running attempt, so it can be canceled (and, in a cluster, beaten). */
 struct act {
 	int64_t id;
+	uint64_t claim; /* cluster: the claim token; 0 otherwise */
+	int lost;	/* cluster: the store says it is no longer ours */
 	struct keel_cancel cancel;
 	struct act *next;
 };
@@ -70,6 +72,11 @@ struct entry {
 	int pending;	   /* runs queued in s->pend */
 	int running;	   /* attempts on the pool */
 	struct act *acts;
+	int64_t created_at, updated_at; /* as stored: tell a reload what
+					   changed */
+	int active;	   /* cluster: queued + running in the store, read
+			      before a tick of a forbid or replace job */
+	uint64_t seen;	   /* cluster: the reload that last saw it */
 };
 
 /* A finished attempt waiting for the loop's next group commit. */
@@ -115,16 +122,32 @@ struct keel_sched {
 	struct keel_pool *pool;
 	struct keel_pipeline *store_pl;
 	pthread_t loop;
-	int started, stopping, loop_running;
+	int started, stopping, quit, loop_running;
 	uint64_t passes;    /* loop passes, for keel_sched_idle_wait */
 	int64_t last_prune; /* monotonic ns */
 	int64_t last_unsaved;
 
 	struct keel_sched_stats st;
 
+	/* cluster mode (cfg.cluster); times are monotonic ns unless named */
+	char **tags;
+	size_t n_tags;
+	int leader;	      /* ticks and rescues while set */
+	int64_t term;	      /* the lease's term when we hold it */
+	int64_t lead_until;   /* our lease's end on our own clock */
+	int64_t last_beat;
+	int64_t store_ok_since; /* since when beats succeed; 0 = failing */
+	int64_t next_claim;
+	int claim_now;	      /* claim at the next pass (new runs, a full
+				 claim) */
+	int recovered;	      /* our own runs of a previous life recovered */
+	uint64_t reloads;
+	int64_t skew;	      /* ms: store clock - wall clock (atomic) */
+	struct keel_sched_cluster ci; /* for keel_sched_cluster_info */
+
 	/* metrics (NULL without a registry) */
 	struct keel_family *m_runs, *m_dur, *m_queue, *m_running,
-		*m_panics, *m_store_err, *m_breaker;
+		*m_panics, *m_store_err, *m_breaker, *m_leader, *m_rescued;
 	int collecting, pool_bridged;
 };
 
@@ -136,6 +159,13 @@ static int64_t wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * MS_PER_S + ts.tv_nsec / NS_PER_MS;
+}
+
+/* The clock runs are stamped with: the store's in a cluster (estimated at
+ * each beat), this host's otherwise (skew 0). */
+static int64_t now_ms(struct keel_sched *s)
+{
+	return wall_ms() + __atomic_load_n(&s->skew, __ATOMIC_RELAXED);
 }
 
 static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
@@ -248,6 +278,34 @@ static int jobs_add(struct keel_sched *s, struct entry *e)
 	return 0;
 }
 
+/* A new entry for the stored job sj, added to s->jobs. */
+static int entry_add(struct keel_sched *s, const struct keel_store_job *sj,
+		     struct entry **out, char *err, size_t errlen)
+{
+	struct entry *e = calloc(1, sizeof(*e));
+	int rc;
+
+	if (e == NULL)
+		return -ENOMEM;
+	e->name = strdup(sj->job->name);
+	rc = e->name == NULL ? -ENOMEM : jobref_new(sj->job, &e->ref, err, errlen);
+	if (rc == 0) {
+		e->paused = sj->paused;
+		e->last_tick = sj->last_tick;
+		e->created_at = sj->created_at;
+		e->updated_at = sj->updated_at;
+		e->next = entry_next(e);
+		rc = jobs_add(s, e);
+	}
+	if (rc != 0) {
+		entry_free(e);
+		return rc;
+	}
+	if (out != NULL)
+		*out = e;
+	return 0;
+}
+
 /* ---- the store, through retry and breaker ------------------------------- */
 
 struct st_call {
@@ -345,7 +403,7 @@ static void event(struct keel_sched *s, const char *level, const char *kind,
 	va_end(ap);
 	/* Events are a courtesy: a store that cannot take one is already
 	 * being reported by the call that failed. */
-	(void)keel_store_event_add(s->cfg.store, wall_ms(), level, kind, job,
+	(void)keel_store_event_add(s->cfg.store, now_ms(s), level, kind, job,
 				   run_id, msg);
 }
 
@@ -353,7 +411,7 @@ static void event(struct keel_sched *s, const char *level, const char *kind,
 
 /* Fills *next with attempt + 1 of r when j allows it. */
 static int retry_next(const struct keel_job *j, const struct keel_run *r,
-		      int64_t now_ms, struct keel_run *next)
+		      int64_t at_ms, struct keel_run *next)
 {
 	struct keel_backoff b;
 	int64_t delay;
@@ -377,8 +435,8 @@ static int retry_next(const struct keel_job *j, const struct keel_run *r,
 	next->trigger = KEEL_RUN_RETRY;
 	next->attempt = r->attempt + 1;
 	next->scheduled_at = r->scheduled_at;
-	next->created_at = now_ms;
-	next->not_before = now_ms + delay / NS_PER_MS;
+	next->created_at = at_ms;
+	next->not_before = at_ms + delay / NS_PER_MS;
 	next->exit_code = -1;
 	memcpy(next->trace_id, r->trace_id, sizeof(next->trace_id));
 	return 1;
@@ -665,7 +723,7 @@ static void run_task(struct keel_task *t, void *arg)
 			keel_counter_inc(keel_counter_with(s->m_panics));
 		event(s, "error", "run.panic", r->job, r->id, "%s", res.error);
 	}
-	r->finished_at = wall_ms();
+	r->finished_at = now_ms(s);
 	if (r->finished_at < r->started_at)
 		r->finished_at = r->started_at;
 	fill_result(r, &res);
@@ -711,7 +769,7 @@ static void run_dropped(void *arg)
 	struct keel_sched *s = w->s;
 
 	w->run.state = KEEL_RUN_CANCELED;
-	w->run.finished_at = wall_ms();
+	w->run.finished_at = now_ms(s);
 	free(w->run.error);
 	w->run.error = strdup("canceled: keeld stopped before the run began");
 	pthread_mutex_lock(&s->mu);
@@ -817,6 +875,59 @@ static int st_start_batch(struct keel_store *st, void *a)
 	return keel_store_runs_start(st, b->ids, b->n, b->at, b->node, b->rcs);
 }
 
+/* A work item for a run of e; its run is the caller's to fill, then
+ * work_book counts it. NULL when out of memory. */
+static struct work *work_new(struct keel_sched *s, struct entry *e)
+{
+	struct work *w = calloc(1, sizeof(*w));
+
+	if (w != NULL)
+		w->act = calloc(1, sizeof(*w->act));
+	if (w == NULL || w->act == NULL) {
+		free(w);
+		return NULL;
+	}
+	w->s = s;
+	w->gen = e->gen;
+	w->ref = e->ref;
+	keel_cancel_init(&w->act->cancel, NULL, NULL);
+	return w;
+}
+
+/* Under s->mu: w's run is in flight, and cancelable from now on. */
+static void work_book(struct keel_sched *s, struct entry *e, struct work *w)
+{
+	w->act->id = w->run.id;
+	w->act->claim = w->run.claim;
+	e->ref->refs++;
+	e->running++;
+	w->act->next = e->acts;
+	e->acts = w->act;
+	s->inflight++;
+	s->st.started++;
+}
+
+/* Under s->mu: hands a started run to the pool. The pool has a free
+ * worker for each (inflight <= workers); it refuses only when shutting
+ * down, and the run then ends canceled. */
+static void work_submit(struct keel_sched *s, struct work *w)
+{
+	struct keel_task_options opt;
+
+	memset(&opt, 0, sizeof(opt));
+	opt.name = w->ref->job->name;
+	opt.on_drop = run_dropped;
+	if (keel_pool_submit(s->pool, run_task, w, &opt) != 0) {
+		w->run.state = KEEL_RUN_CANCELED;
+		w->run.finished_at = now_ms(s);
+		free(w->run.error);
+		w->run.error = strdup("canceled: keeld stopped before the run "
+				      "began");
+		attempt_end(s, w, NULL, 0);
+		work_free(w);
+	}
+}
+
 /* Undoes dispatch's bookkeeping for w (under s->mu) and frees it; the run
  * goes back to the queue when requeue_at > 0. */
 static void undispatch(struct keel_sched *s, struct work *w, int64_t requeue_at)
@@ -875,25 +986,11 @@ static void dispatch(struct keel_sched *s, int64_t now)
 			i++; /* one at a time for forbid and replace */
 			continue;
 		}
-		w = calloc(1, sizeof(*w));
-		if (w != NULL)
-			w->act = calloc(1, sizeof(*w->act));
-		if (w == NULL || w->act == NULL) {
-			free(w);
+		w = work_new(s, e);
+		if (w == NULL)
 			break;
-		}
-		w->s = s;
-		w->gen = e->gen;
-		w->ref = e->ref;
-		keel_cancel_init(&w->act->cancel, NULL, NULL);
 		pend_remove(s, i, &w->run);
-		w->act->id = w->run.id;
-		e->ref->refs++;
-		e->running++;
-		w->act->next = e->acts; /* cancelable from now on */
-		e->acts = w->act;
-		s->inflight++;
-		s->st.started++;
+		work_book(s, e, w);
 		ids[n] = w->run.id;
 		ws[n++] = w;
 	}
@@ -902,14 +999,13 @@ static void dispatch(struct keel_sched *s, int64_t now)
 	b.ids = ids;
 	b.rcs = rcs;
 	b.n = n;
-	b.at = wall_ms();
+	b.at = now_ms(s);
 	b.node = s->node;
 	pthread_mutex_unlock(&s->mu);
 	rc = store_do(s, st_start_batch, &b);
 	pthread_mutex_lock(&s->mu);
 	for (i = 0; i < n; i++) {
 		struct work *w = ws[i];
-		struct keel_task_options opt;
 		int item = rc != 0 ? rc : rcs[i];
 
 		if (item == -ESTALE || item == -ENOENT) {
@@ -919,25 +1015,12 @@ static void dispatch(struct keel_sched *s, int64_t now)
 		}
 		if (item != 0) {
 			/* Still queued in the store: later. */
-			undispatch(s, w, wall_ms() + s->cfg.store_retry / NS_PER_MS);
+			undispatch(s, w, now_ms(s) + s->cfg.store_retry / NS_PER_MS);
 			continue;
 		}
 		w->run.state = KEEL_RUN_RUNNING;
 		w->run.started_at = b.at;
-		memset(&opt, 0, sizeof(opt));
-		opt.name = w->ref->job->name;
-		opt.on_drop = run_dropped;
-		/* The pool has a free worker for each (inflight <= workers);
-		 * it refuses only when shutting down. */
-		if (keel_pool_submit(s->pool, run_task, w, &opt) != 0) {
-			w->run.state = KEEL_RUN_CANCELED;
-			w->run.finished_at = wall_ms();
-			free(w->run.error);
-			w->run.error = strdup("canceled: keeld stopped before "
-					      "the run began");
-			attempt_end(s, w, NULL, 0);
-			work_free(w);
-		}
+		work_submit(s, w);
 	}
 	if (rc != 0)
 		keel_log_error(s->log, MOD, "cannot mark runs started; retrying",
@@ -957,6 +1040,7 @@ struct batch {
 	struct entry **who;	/* the entry of each tick */
 	int64_t *next;		/* its next fire after the batch */
 	size_t *missed_dropped; /* missed ticks not recorded */
+	int64_t term;		/* cluster: the leader's term (fencing) */
 };
 
 static void batch_free(struct batch *b)
@@ -1042,7 +1126,7 @@ static int job_ticks(struct keel_sched *s, struct entry *e, int64_t now,
 	size_t nmissed = 0, nontime = 0, dropped = 0, enumerated = 0;
 	size_t mcap = (size_t)j->missed_max, n = 0;
 	int64_t t = e->next, last = e->last_tick;
-	int active = e->pending + e->running;
+	int active = s->cfg.cluster ? e->active : e->pending + e->running;
 	int rc = 0;
 
 	missed = malloc(mcap * sizeof(*missed));
@@ -1143,7 +1227,59 @@ static int st_ticks(struct keel_store *st, void *a)
 {
 	struct batch *b = a;
 
+	if (b->term > 0)
+		return keel_store_ticks_fenced(st, b->term, b->ticks, b->n);
 	return keel_store_ticks(st, b->ticks, b->n);
+}
+
+static int st_active(struct keel_store *st, void *a)
+{
+	struct keel_run **runs = ((void **)a)[0];
+	size_t *n = ((void **)a)[1];
+
+	return keel_store_run_active(st, runs, n);
+}
+
+/* Every queued and running run of the cluster (under s->mu). */
+static int active_runs(struct keel_sched *s, struct keel_run **runs, size_t *n)
+{
+	void *a[2] = { runs, n };
+
+	*runs = NULL;
+	*n = 0;
+	return store_do(s, st_active, a);
+}
+
+/* Cluster: e's queued and running runs are wherever the store says. Each
+ * becomes canceled now, with no claim check; the node running one stops
+ * it at its next beat, when the store tells it the run is no longer its
+ * own. Under s->mu. */
+static void cancel_stored(struct keel_sched *s, struct entry *e,
+			  const char *why)
+{
+	struct keel_run *runs;
+	size_t n;
+
+	if (active_runs(s, &runs, &n) != 0) {
+		keel_log_error(s->log, MOD, "cannot cancel the job's runs",
+			       KEEL_STR("job", e->name),
+			       KEEL_STR("store", keel_store_errmsg(s->cfg.store)));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct keel_run *r = &runs[i];
+		struct finish_args fa = { r, NULL };
+
+		if (strcmp(r->job, e->name) != 0)
+			continue;
+		r->state = KEEL_RUN_CANCELED;
+		r->finished_at = now_ms(s);
+		r->claim = 0;
+		free(r->error);
+		r->error = strdup(why);
+		(void)store_do(s, st_finish, &fa);
+	}
+	keel_store_runs_free(runs, n);
 }
 
 /* Cancels e's queued and running runs (replace, delete). Under s->mu. */
@@ -1152,6 +1288,10 @@ static void cancel_active(struct keel_sched *s, struct entry *e,
 {
 	for (struct act *a = e->acts; a != NULL; a = a->next)
 		keel_cancel_cancel(&a->cancel, -ECANCELED);
+	if (s->cfg.cluster) {
+		cancel_stored(s, e, why);
+		return;
+	}
 	for (size_t i = 0; i < s->npend;) {
 		struct keel_run r;
 		struct finish_args fa;
@@ -1162,7 +1302,7 @@ static void cancel_active(struct keel_sched *s, struct entry *e,
 		}
 		pend_remove(s, i, &r);
 		r.state = KEEL_RUN_CANCELED;
-		r.finished_at = wall_ms();
+		r.finished_at = now_ms(s);
 		free(r.error);
 		r.error = strdup(why);
 		fa.run = &r;
@@ -1174,11 +1314,16 @@ static void cancel_active(struct keel_sched *s, struct entry *e,
 
 struct one_tick {
 	struct keel_store_tick *tk;
+	int64_t term;
 };
 
 static int st_tick_one(struct keel_store *st, void *a)
 {
-	return keel_store_ticks(st, ((struct one_tick *)a)->tk, 1);
+	struct one_tick *o = a;
+
+	if (o->term > 0)
+		return keel_store_ticks_fenced(st, o->term, o->tk, 1);
+	return keel_store_ticks(st, o->tk, 1);
 }
 
 /*
@@ -1191,7 +1336,7 @@ static int tick_one_by_one(struct keel_sched *s, struct batch *b, char *ok)
 	int first = 0;
 
 	for (size_t i = 0; i < b->n; i++) {
-		struct one_tick a = { &b->ticks[i] };
+		struct one_tick a = { &b->ticks[i], b->term };
 		struct keel_store_job sj;
 		struct entry *e = b->who[i];
 		int rc = store_do(s, st_tick_one, &a);
@@ -1212,8 +1357,41 @@ static int tick_one_by_one(struct keel_sched *s, struct batch *b, char *ok)
 		} else if (rc != 0 && first == 0) {
 			first = rc;
 		}
+		if (rc == -ESTALE)
+			break; /* no longer the leader */
 	}
 	return first;
+}
+
+/* Cluster, under s->mu: e->active for the due jobs that need it (forbid,
+ * replace), from the store, where every node's runs are. */
+static int count_active(struct keel_sched *s, int64_t now)
+{
+	struct keel_run *runs;
+	size_t n;
+	int need = 0, rc;
+
+	for (size_t i = 0; i < s->njobs; i++) {
+		struct entry *e = s->jobs[i];
+
+		e->active = 0;
+		if (e->next != KEEL_CRON_NEVER && e->next * MS_PER_S <= now &&
+		    e->ref->job->concurrency != KEEL_JOB_ALLOW)
+			need = 1;
+	}
+	if (!need)
+		return 0;
+	rc = active_runs(s, &runs, &n);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e = find(s, runs[i].job);
+
+		if (e != NULL)
+			e->active++;
+	}
+	keel_store_runs_free(runs, n);
+	return 0;
 }
 
 /* Under s->mu: materialises every due tick in one transaction. */
@@ -1224,6 +1402,10 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 	int rc = 0;
 
 	memset(&b, 0, sizeof(b));
+	if (s->cfg.cluster) {
+		b.term = s->term;
+		rc = count_active(s, now);
+	}
 	for (size_t i = 0; i < s->njobs && rc == 0; i++) {
 		struct entry *e = s->jobs[i];
 
@@ -1246,13 +1428,18 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 		ok = calloc(b.n, 1);
 		rc = ok != NULL ? tick_one_by_one(s, &b, ok) : -ENOMEM;
 	}
+	if (rc == -ESTALE && s->cfg.cluster) {
+		keel_log_warn(s->log, MOD,
+			      "ticks refused: this node's term no longer holds "
+			      "the lease; stepping down",
+			      KEEL_INT("term", s->term));
+		s->leader = 0;
+	} else if (rc != 0 && b.n > 0) {
+		keel_log_error(s->log, MOD, "cannot store due ticks; retrying",
+			       KEEL_INT("code", rc),
+			       KEEL_STR("store", keel_store_errmsg(s->cfg.store)));
+	}
 	if (rc != 0) {
-		if (b.n > 0)
-			keel_log_error(s->log, MOD,
-				       "cannot store due ticks; retrying",
-				       KEEL_INT("code", rc),
-				       KEEL_STR("store", keel_store_errmsg(
-							       s->cfg.store)));
 		if (ok == NULL) { /* nothing went in */
 			batch_free(&b);
 			return;
@@ -1279,13 +1466,18 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 			}
 			if (!replaced &&
 			    e->ref->job->concurrency == KEEL_JOB_REPLACE &&
-			    e->pending + e->running > 0) {
+			    (s->cfg.cluster ? e->active
+					    : e->pending + e->running) > 0) {
 				cancel_active(s, e,
 					      "canceled: replaced by a newer "
 					      "tick (concurrency \"replace\")");
 				replaced = 1;
 			}
 			queued++;
+			/* In a cluster the store has it, for whichever node
+			 * polls first: the leader has no head start. */
+			if (s->cfg.cluster)
+				continue;
 			if (pend_add(s, r) != 0)
 				keel_log_error(s->log, MOD,
 					       "out of memory: a queued run "
@@ -1339,6 +1531,15 @@ static void flush_unsaved(struct keel_sched *s)
 
 static void prune(struct keel_sched *s, int64_t now)
 {
+	if (s->cfg.cluster) {
+		struct keel_store_node *nodes = NULL;
+		size_t n = 0;
+
+		/* Nodes silent for a day are gone for good. */
+		if (keel_store_node_list(s->cfg.store, 86400 * MS_PER_S, &nodes,
+					 &n) == 0)
+			keel_store_nodes_free(nodes, n);
+	}
 	for (size_t i = 0; i < s->njobs; i++) {
 		const struct keel_job *j = s->jobs[i]->ref->job;
 		int64_t before = now - (int64_t)j->history.keep_days * 86400 *
@@ -1353,6 +1554,424 @@ static void prune(struct keel_sched *s, int64_t now)
 	}
 }
 
+/* ---- recovery ----------------------------------------------------------- */
+
+struct recover_ctx {
+	struct keel_sched *s;
+	const char *why; /* logged for each run */
+};
+
+/* The follow-up of a run found crashed (under s->mu). */
+static int recover_decide(const struct keel_run *crashed,
+			  struct keel_run *next, void *ud)
+{
+	struct recover_ctx *rc = ud;
+	struct entry *e = find(rc->s, crashed->job);
+
+	keel_log_warn(rc->s->log, MOD, rc->why, KEEL_STR("job", crashed->job),
+		      KEEL_INT("run_id", crashed->id),
+		      KEEL_INT("attempt", crashed->attempt),
+		      KEEL_STR("node", crashed->node != NULL ? crashed->node : ""));
+	if (e == NULL)
+		return 0;
+	return retry_next(e->ref->job, crashed, now_ms(rc->s), next);
+}
+
+/* ---- cluster: beats, leadership, job reload, claims ---------------------- */
+
+/* Under s->mu: forgets e (its job was deleted): its attempts here are
+ * stopped and find no entry when they end (the store deleted its runs). */
+static void entry_remove(struct keel_sched *s, struct entry *e)
+{
+	for (struct act *a = e->acts; a != NULL; a = a->next)
+		keel_cancel_cancel(&a->cancel, -ECANCELED);
+	for (size_t i = 0; i < s->njobs; i++) {
+		if (s->jobs[i] == e) {
+			s->jobs[i] = s->jobs[--s->njobs];
+			break;
+		}
+	}
+	entry_free(e);
+}
+
+struct list_args {
+	struct keel_store_job *jobs;
+	size_t n;
+};
+
+static int st_job_list(struct keel_store *st, void *a)
+{
+	struct list_args *l = a;
+
+	return keel_store_job_list(st, &l->jobs, &l->n);
+}
+
+/*
+ * Cluster, under s->mu: memory catches up with the store, where other
+ * nodes create, change, pause and delete jobs, and where another leader
+ * moved last_tick on. A job deleted and made again (another created_at)
+ * is a new entry. Only what changed is loaded again.
+ */
+static int jobs_sync(struct keel_sched *s)
+{
+	struct list_args l = { NULL, 0 };
+	uint64_t mark = ++s->reloads;
+	char err[256];
+	int rc;
+
+	rc = store_do(s, st_job_list, &l);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < l.n; i++) {
+		const struct keel_store_job *sj = &l.jobs[i];
+		struct entry *e = find(s, sj->job->name);
+
+		if (e != NULL && e->created_at != sj->created_at) {
+			entry_remove(s, e);
+			e = NULL;
+		}
+		if (e == NULL) {
+			err[0] = '\0';
+			if (entry_add(s, sj, &e, err, sizeof(err)) != 0) {
+				keel_log_error(s->log, MOD,
+					       "cannot load a job another node "
+					       "stored",
+					       KEEL_STR("job", sj->job->name),
+					       KEEL_STR("error", err));
+				continue;
+			}
+		} else if (e->updated_at != sj->updated_at) {
+			struct jobref *ref;
+
+			if (!keel_job_equal(e->ref->job, sj->job) &&
+			    jobref_new(sj->job, &ref, err, sizeof(err)) == 0) {
+				jobref_put(e->ref);
+				e->ref = ref;
+			}
+			e->paused = sj->paused;
+			e->updated_at = sj->updated_at;
+		}
+		if (sj->last_tick > e->last_tick)
+			e->last_tick = sj->last_tick;
+		e->next = entry_next(e);
+		e->seen = mark;
+	}
+	for (size_t i = 0; i < s->njobs;) {
+		if (s->jobs[i]->seen != mark)
+			entry_remove(s, s->jobs[i]);
+		else
+			i++;
+	}
+	keel_store_jobs_free(l.jobs, l.n);
+	return 0;
+}
+
+static void set_leader(struct keel_sched *s, int leader)
+{
+	s->leader = leader;
+	if (s->m_leader != NULL)
+		keel_gauge_set(keel_gauge_with(s->m_leader), leader);
+}
+
+/* Under s->mu: the lease as the store answered (rc == 0) or not. t0 is
+ * when the call began: our lease lasts ttl from then on our own clock,
+ * never longer than the store's. */
+static void lease_seen(struct keel_sched *s, int rc,
+		       const struct keel_store_lease *l, int64_t t0)
+{
+	if (rc != 0) {
+		if (s->leader)
+			keel_log_error(s->log, MOD,
+				       "cannot renew the lease: stepping down",
+				       KEEL_INT("term", s->term),
+				       KEEL_STR("store",
+						keel_store_errmsg(s->cfg.store)));
+		set_leader(s, 0);
+		s->ci.holder[0] = '\0';
+		return;
+	}
+	snprintf(s->ci.holder, sizeof(s->ci.holder), "%s", l->holder);
+	s->ci.term = l->term;
+	s->ci.expires_at = l->expires_at;
+	if (strcmp(l->holder, s->node) == 0) {
+		if (!s->leader || s->term != l->term) {
+			keel_log_info(s->log, MOD, "this node leads",
+				      KEEL_INT("term", l->term));
+			event(s, "info", "leader.elected", NULL, 0,
+			      "%s leads, term %lld", s->node,
+			      (long long)l->term);
+			s->ci.elected++;
+		}
+		s->term = l->term;
+		s->lead_until = t0 + s->cfg.lease_ttl;
+		set_leader(s, 1);
+	} else {
+		if (s->leader)
+			keel_log_warn(s->log, MOD, "no longer the leader",
+				      KEEL_STR("leader", l->holder),
+				      KEEL_INT("term", l->term));
+		set_leader(s, 0);
+	}
+}
+
+struct beat_set {
+	int64_t *ids;
+	uint64_t *claims;
+	int *rcs;
+	size_t n;
+};
+
+/* Under s->mu: every run this node holds in the store: running, finished
+ * but not yet committed, or with a result the store has not taken. */
+static int beat_set(struct keel_sched *s, struct beat_set *b)
+{
+	size_t cap = s->inflight + s->nunsaved + 1;
+
+	memset(b, 0, sizeof(*b));
+	b->ids = calloc(cap, sizeof(*b->ids));
+	b->claims = calloc(cap, sizeof(*b->claims));
+	b->rcs = calloc(cap, sizeof(*b->rcs));
+	if (b->ids == NULL || b->claims == NULL || b->rcs == NULL)
+		return -ENOMEM;
+#define BEAT_ADD(id_, claim_)                                                  \
+	do {                                                                   \
+		if ((claim_) != 0 && b->n < cap) {                             \
+			b->ids[b->n] = (id_);                                  \
+			b->claims[b->n++] = (claim_);                          \
+		}                                                              \
+	} while (0)
+	for (size_t i = 0; i < s->njobs; i++)
+		for (struct act *a = s->jobs[i]->acts; a != NULL; a = a->next)
+			if (!a->lost)
+				BEAT_ADD(a->id, a->claim);
+	for (struct done *d = s->done; d != NULL; d = d->link)
+		BEAT_ADD(d->run.id, d->run.claim);
+	for (struct unsaved *u = s->unsaved; u != NULL; u = u->link)
+		BEAT_ADD(u->run.id, u->run.claim);
+#undef BEAT_ADD
+	return 0;
+}
+
+static void beat_set_free(struct beat_set *b)
+{
+	free(b->ids);
+	free(b->claims);
+	free(b->rcs);
+}
+
+/* Under s->mu: the runs the store says are no longer ours are stopped. */
+static void runs_lost(struct keel_sched *s, const struct beat_set *b)
+{
+	for (size_t k = 0; k < b->n; k++) {
+		if (b->rcs[k] != -ESTALE)
+			continue;
+		for (size_t i = 0; i < s->njobs; i++) {
+			for (struct act *a = s->jobs[i]->acts; a != NULL;
+			     a = a->next) {
+				if (a->id != b->ids[k] || a->lost)
+					continue;
+				a->lost = 1;
+				s->ci.lost++;
+				keel_cancel_cancel(&a->cancel, -ECANCELED);
+				keel_log_warn(s->log, MOD,
+					      "run is no longer this node's "
+					      "(rescued, canceled or deleted "
+					      "elsewhere): stopping it",
+					      KEEL_STR("job", s->jobs[i]->name),
+					      KEEL_INT("run_id", a->id));
+			}
+		}
+	}
+}
+
+/*
+ * Cluster, under s->mu (released during the beats): takes or renews the
+ * lease (a stopping node gives it up), beats the node and its runs, and
+ * learns the store's clock; then the first beat recovers our own runs of
+ * a previous life, every beat reloads the jobs, and the leader rescues
+ * the runs of nodes that stopped beating.
+ */
+static void cluster_beat(struct keel_sched *s, int64_t mono)
+{
+	struct keel_store *st = s->cfg.store;
+	struct keel_store_lease lease;
+	struct beat_set b;
+	int64_t t0, w0, w1, store_now = 0, term = s->term;
+	int running = (int)s->inflight, stopping = s->stopping;
+	int leader = s->leader, lrc = 0, brc, rrc = 0;
+
+	if (beat_set(s, &b) != 0) {
+		beat_set_free(&b);
+		return; /* out of memory: the next beat */
+	}
+	pthread_mutex_unlock(&s->mu);
+	t0 = keel_clock_now(NULL);
+	memset(&lease, 0, sizeof(lease));
+	if (!stopping)
+		lrc = keel_store_lease_acquire(st, s->node,
+					       s->cfg.lease_ttl / NS_PER_MS,
+					       &lease);
+	else if (leader)
+		(void)keel_store_lease_release(st, s->node, term);
+	w0 = wall_ms();
+	brc = keel_store_node_beat(st, s->node, running,
+				   (const char *const *)s->tags, s->n_tags,
+				   &store_now);
+	w1 = wall_ms();
+	if (b.n > 0)
+		rrc = keel_store_runs_beat(st, b.ids, b.claims, b.n, b.rcs);
+	pthread_mutex_lock(&s->mu);
+
+	if (stopping)
+		set_leader(s, 0);
+	else
+		lease_seen(s, lrc, &lease, t0);
+	if (brc == 0) {
+		int64_t skew = store_now - (w0 + w1) / 2;
+
+		__atomic_store_n(&s->skew, skew, __ATOMIC_RELAXED);
+		s->ci.skew = skew;
+		s->ci.beat_at = store_now;
+	}
+	if (lrc != 0 || brc != 0 || (rrc != 0 && rrc != -ESTALE)) {
+		if (s->store_ok_since != 0)
+			keel_log_error(s->log, MOD,
+				       "cannot beat: the store is unreachable; "
+				       "runs go on, results are kept",
+				       KEEL_STR("store", keel_store_errmsg(st)));
+		s->store_ok_since = 0;
+		beat_set_free(&b);
+		return;
+	}
+	if (s->store_ok_since == 0)
+		s->store_ok_since = mono;
+	runs_lost(s, &b);
+	beat_set_free(&b);
+
+	if (!s->recovered) {
+		struct recover_ctx rctx = { s, "run was running when this node "
+					       "stopped: crashed" };
+		size_t n = 0;
+
+		if (keel_store_recover_node(st, s->node, now_ms(s),
+					    recover_decide, &rctx, &n) != 0)
+			return; /* the next beat */
+		s->recovered = 1;
+		s->claim_now = 1;
+		if (n > 0)
+			event(s, "warn", "run.crashed", NULL, 0,
+			      "%zu runs were running when %s stopped; marked "
+			      "crashed and retried per their policy",
+			      n, s->node);
+	}
+	(void)jobs_sync(s);
+	if (s->leader && !stopping &&
+	    mono - s->store_ok_since >= s->cfg.rescue_after / 2 &&
+	    keel_clock_now(NULL) < s->lead_until) {
+		struct recover_ctx rctx = { s, "run rescued: its node stopped "
+					       "beating" };
+		size_t n = 0;
+		int rc = keel_store_rescue(st, s->term,
+					   s->cfg.rescue_after / NS_PER_MS,
+					   recover_decide, &rctx, &n);
+
+		if (rc == -ESTALE) {
+			keel_log_warn(s->log, MOD,
+				      "rescue refused: this node's term no "
+				      "longer holds the lease; stepping down",
+				      KEEL_INT("term", s->term));
+			set_leader(s, 0);
+		} else if (rc == 0 && n > 0) {
+			s->ci.rescued += n;
+			if (s->m_rescued != NULL)
+				(void)keel_counter_add(
+					keel_counter_with(s->m_rescued),
+					(int64_t)n);
+			event(s, "warn", "run.rescued", NULL, 0,
+			      "%zu runs of nodes that stopped beating were "
+			      "marked crashed and retried per their policy",
+			      n);
+			s->claim_now = 1;
+		}
+	}
+}
+
+struct claim_args {
+	const char *node;
+	const char *const *tags;
+	size_t n_tags;
+	int max;
+	struct keel_run *runs;
+	size_t n;
+};
+
+static int st_claim(struct keel_store *st, void *a)
+{
+	struct claim_args *c = a;
+
+	return keel_store_claim(st, c->node, c->tags, c->n_tags, c->max,
+				&c->runs, &c->n);
+}
+
+/* Cluster, under s->mu (released during the claim): claims due queued
+ * runs for the free workers and starts them. */
+static void cluster_claim(struct keel_sched *s, int64_t mono)
+{
+	struct claim_args c;
+	size_t free_slots;
+	int synced = 0, rc;
+
+	if (s->stopping || !s->recovered || s->inflight >= (size_t)s->cfg.workers)
+		return;
+	if (!s->claim_now && mono < s->next_claim)
+		return;
+	free_slots = (size_t)s->cfg.workers - s->inflight;
+	memset(&c, 0, sizeof(c));
+	c.node = s->node;
+	c.tags = (const char *const *)s->tags;
+	c.n_tags = s->n_tags;
+	c.max = free_slots > 1000 ? 1000 : (int)free_slots;
+	s->claim_now = 0;
+	s->next_claim = mono + s->cfg.heartbeat / 5;
+	pthread_mutex_unlock(&s->mu);
+	rc = store_do(s, st_claim, &c);
+	pthread_mutex_lock(&s->mu);
+	if (rc != 0)
+		return; /* counted by store_do; the next poll */
+	if (c.n == (size_t)c.max)
+		s->claim_now = 1; /* more may be waiting */
+	for (size_t i = 0; i < c.n; i++) {
+		struct keel_run *r = &c.runs[i];
+		struct entry *e = find(s, r->job);
+		struct work *w;
+
+		if (e == NULL && !synced) { /* made on another node just now */
+			synced = 1;
+			(void)jobs_sync(s);
+			e = find(s, r->job);
+		}
+		w = e != NULL ? work_new(s, e) : NULL;
+		if (w == NULL) {
+			struct finish_args fa = { r, NULL };
+
+			r->state = KEEL_RUN_CANCELED;
+			r->finished_at = now_ms(s);
+			free(r->error);
+			r->error = strdup(e == NULL ? "canceled: the job was "
+						      "deleted"
+						    : "canceled: out of memory");
+			(void)store_do(s, st_finish, &fa);
+			continue;
+		}
+		w->run = *r;
+		memset(r, 0, sizeof(*r));
+		work_book(s, e, w);
+		work_submit(s, w);
+	}
+	keel_store_runs_free(c.runs, c.n);
+	gauges(s);
+}
+
 /* ---- the loop ----------------------------------------------------------- */
 
 static void *loop_main(void *arg)
@@ -1360,34 +1979,68 @@ static void *loop_main(void *arg)
 	struct keel_sched *s = arg;
 
 	pthread_mutex_lock(&s->mu);
-	while (!s->stopping) {
-		int64_t now = wall_ms(), mono = keel_clock_now(NULL);
+	while (!s->quit) {
+		int64_t now = now_ms(s), mono = keel_clock_now(NULL);
 		int64_t wake = now + MS_PER_S; /* ms */
+		int cluster = s->cfg.cluster, ticks;
 		struct timespec ts;
 		int64_t wait_ns;
 
 		__atomic_store_n(&s->st.loop_at, mono, __ATOMIC_RELAXED);
 		flush_done(s);
-		tick_pass(s, now);
+		if (cluster && mono - s->last_beat >= s->cfg.heartbeat) {
+			s->last_beat = mono;
+			cluster_beat(s, mono);
+			now = now_ms(s);
+			mono = keel_clock_now(NULL);
+		}
+		/* A stopping keeld ticks and starts nothing more; in a
+		 * cluster only the leader ticks, while its lease lasts. */
+		ticks = !s->stopping &&
+			(!cluster || (s->leader && mono < s->lead_until));
+		if (ticks)
+			tick_pass(s, now);
 		if (s->unsaved != NULL &&
 		    mono - s->last_unsaved >= s->cfg.store_retry) {
 			s->last_unsaved = mono;
 			flush_unsaved(s);
 		}
-		dispatch(s, now);
+		if (cluster)
+			cluster_claim(s, mono);
+		else
+			dispatch(s, now);
 		s->passes++;
 		pthread_cond_broadcast(&s->idle);
-		if (mono - s->last_prune >= s->cfg.prune_interval) {
+		if (mono - s->last_prune >= s->cfg.prune_interval &&
+		    (!cluster || s->leader)) {
 			s->last_prune = mono;
 			prune(s, now);
 		}
-		for (size_t i = 0; i < s->njobs; i++) {
+		for (size_t i = 0; ticks && i < s->njobs; i++) {
 			int64_t nx = s->jobs[i]->next;
 
 			if (nx != KEEL_CRON_NEVER && nx * MS_PER_S < wake)
 				wake = nx * MS_PER_S;
 		}
-		for (size_t i = 0; s->inflight < (size_t)s->cfg.workers &&
+		if (cluster) {
+			int64_t beat = now + (s->last_beat + s->cfg.heartbeat -
+					      mono) / NS_PER_MS;
+
+			if (beat < wake)
+				wake = beat;
+			if (!s->stopping && s->recovered &&
+			    s->inflight < (size_t)s->cfg.workers) {
+				int64_t claim = s->claim_now
+							? now
+							: now + (s->next_claim -
+								 mono) / NS_PER_MS;
+
+				if (claim < wake)
+					wake = claim;
+			}
+		}
+		for (size_t i = 0; !s->stopping &&
+				   s->inflight < (size_t)s->cfg.workers &&
 				   i < s->npend; i++) {
 			struct entry *e = find(s, s->pend[i].job);
 
@@ -1399,7 +2052,7 @@ static void *loop_main(void *arg)
 				wake = s->pend[i].not_before;
 			break;
 		}
-		now = wall_ms();
+		now = now_ms(s);
 		if (wake <= now)
 			wake = now + 1; /* a full pool: do not spin */
 		wait_ns = (wake - now) * NS_PER_MS;
@@ -1425,26 +2078,63 @@ void keel_sched_config_init(struct keel_sched_config *cfg)
 	cfg->late = 10 * KEEL_SEC;
 	cfg->prune_interval = 60 * KEEL_SEC;
 	cfg->store_retry = KEEL_SEC;
+	cfg->lease_ttl = 3 * KEEL_SEC;
+	cfg->heartbeat = 500 * NS_PER_MS;
+	cfg->rescue_after = 6 * KEEL_SEC;
 }
 
-struct recover_ctx {
-	struct keel_sched *s;
-};
-
-static int recover_decide(const struct keel_run *crashed,
-			  struct keel_run *next, void *ud)
+/* Cluster settings; the message says what is wrong. */
+static int cluster_check(const struct keel_sched_config *cfg, char *err,
+			 size_t errlen)
 {
-	struct recover_ctx *rc = ud;
-	struct entry *e = find(rc->s, crashed->job);
-
-	keel_log_warn(rc->s->log, MOD,
-		      "run was running when keeld stopped: crashed",
-		      KEEL_STR("job", crashed->job),
-		      KEEL_INT("run_id", crashed->id),
-		      KEEL_INT("attempt", crashed->attempt));
-	if (e == NULL)
+	if (!cfg->cluster)
 		return 0;
-	return retry_next(e->ref->job, crashed, wall_ms(), next);
+	if (cfg->heartbeat < NS_PER_MS || cfg->heartbeat > 60 * KEEL_SEC) {
+		fmt_err(err, errlen, "heartbeat must be 1ms..60s");
+		return -EINVAL;
+	}
+	if (cfg->lease_ttl < 2 * cfg->heartbeat || cfg->lease_ttl > 3600 * KEEL_SEC) {
+		fmt_err(err, errlen,
+			"lease ttl must be at least two heartbeats (and at "
+			"most 1h)");
+		return -EINVAL;
+	}
+	if (cfg->rescue_after < 2 * cfg->heartbeat ||
+	    cfg->rescue_after > 86400 * KEEL_SEC) {
+		fmt_err(err, errlen,
+			"rescue-after must be at least two heartbeats (and at "
+			"most 24h)");
+		return -EINVAL;
+	}
+	if (cfg->n_tags > 32 || (cfg->n_tags > 0 && cfg->tags == NULL)) {
+		fmt_err(err, errlen, "at most 32 tags");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->n_tags; i++) {
+		size_t len = cfg->tags[i] != NULL ? strlen(cfg->tags[i]) : 0;
+
+		if (len < 1 || len > 64) {
+			fmt_err(err, errlen, "a tag is 1-64 characters");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int tags_copy(struct keel_sched *s, const struct keel_sched_config *cfg)
+{
+	if (!cfg->cluster || cfg->n_tags == 0)
+		return 0;
+	s->tags = calloc(cfg->n_tags, sizeof(*s->tags));
+	if (s->tags == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < cfg->n_tags; i++) {
+		s->tags[i] = strdup(cfg->tags[i]);
+		if (s->tags[i] == NULL)
+			return -ENOMEM;
+		s->n_tags++;
+	}
+	return 0;
 }
 
 static int load(struct keel_sched *s, char *err, size_t errlen)
@@ -1452,7 +2142,8 @@ static int load(struct keel_sched *s, char *err, size_t errlen)
 	struct keel_store_job *jobs = NULL;
 	struct keel_run *runs = NULL;
 	size_t n = 0, nruns = 0, crashed = 0;
-	struct recover_ctx rctx = { s };
+	struct recover_ctx rctx = { s, "run was running when keeld stopped: "
+				       "crashed" };
 	int rc;
 
 	rc = keel_store_job_list(s->cfg.store, &jobs, &n);
@@ -1461,30 +2152,13 @@ static int load(struct keel_sched *s, char *err, size_t errlen)
 			keel_store_errmsg(s->cfg.store));
 		return rc;
 	}
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct entry *e = calloc(1, sizeof(*e));
-
-		if (e == NULL) {
-			rc = -ENOMEM;
-			break;
-		}
-		e->name = strdup(jobs[i].job->name);
-		rc = e->name == NULL ? -ENOMEM
-				     : jobref_new(jobs[i].job, &e->ref, err, errlen);
-		if (rc == 0) {
-			e->paused = jobs[i].paused;
-			e->last_tick = jobs[i].last_tick;
-			e->next = entry_next(e);
-			rc = jobs_add(s, e);
-		}
-		if (rc != 0)
-			entry_free(e);
-	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = entry_add(s, &jobs[i], NULL, err, errlen);
 	keel_store_jobs_free(jobs, n);
-	if (rc != 0)
-		return rc;
+	if (rc != 0 || s->cfg.cluster)
+		return rc; /* a node recovers its own runs at its first beat */
 
-	rc = keel_store_recover(s->cfg.store, wall_ms(), recover_decide, &rctx,
+	rc = keel_store_recover(s->cfg.store, now_ms(s), recover_decide, &rctx,
 				&crashed);
 	if (rc != 0) {
 		fmt_err(err, errlen, "cannot recover runs: %s",
@@ -1570,6 +2244,16 @@ static int metrics_init(struct keel_sched *s)
 					"Circuit breaker of each HTTP target host: 1 "
 					"for its current state.",
 					host_state, 2, &s->m_breaker);
+	if (rc == 0 && s->cfg.cluster)
+		rc = keel_metrics_gauge(m, "keeld_leader",
+					"1 while this node holds the cluster's "
+					"lease.",
+					NULL, 0, &s->m_leader);
+	if (rc == 0 && s->cfg.cluster)
+		rc = keel_metrics_counter(m, "keeld_runs_rescued_total",
+					  "Runs of nodes that stopped beating, "
+					  "rescued by this node as leader.",
+					  NULL, 0, &s->m_rescued);
 	if (rc == 0)
 		rc = keel_metrics_add_collector(m, collect_breakers, s);
 	if (rc == 0)
@@ -1591,6 +2275,9 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 		fmt_err(err, errlen, "invalid scheduler configuration");
 		return -EINVAL;
 	}
+	rc = cluster_check(cfg, err, errlen);
+	if (rc != 0)
+		return rc;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
@@ -1608,9 +2295,12 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 	pthread_cond_init(&s->wake, &ca);
 	pthread_cond_init(&s->idle, &ca);
 	pthread_condattr_destroy(&ca);
-	s->st.started_at = wall_ms();
+	s->st.started_at = now_ms(s);
+	s->cfg.tags = NULL; /* copied into s->tags */
 
-	rc = store_pipeline_new(s);
+	rc = tags_copy(s, cfg);
+	if (rc == 0)
+		rc = store_pipeline_new(s);
 	if (rc == 0)
 		rc = metrics_init(s);
 	if (rc != 0) {
@@ -1680,19 +2370,19 @@ int keel_sched_stop(struct keel_sched *s, int64_t timeout)
 
 	if (s == NULL)
 		return -EINVAL;
+	/* The loop ticks and starts nothing more, but goes on committing
+	 * what the workers finish and, in a cluster, beating the runs that
+	 * still run (so nobody rescues them) after giving the lease up. */
 	pthread_mutex_lock(&s->mu);
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-	join = s->loop_running;
-	s->loop_running = 0;
+	if (s->cfg.cluster)
+		s->last_beat = 0; /* give the lease up at once */
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&s->mu);
-	if (join)
-		pthread_join(s->loop, NULL);
-	if (s->pool == NULL)
-		return 0;
 	/* Queued work stays in the store; running attempts get timeout. */
-	if (keel_pool_shutdown(s->pool, KEEL_POOL_DRAIN, timeout > 0 ? timeout : 1) ==
-	    -ETIMEDOUT) {
+	if (s->pool != NULL &&
+	    keel_pool_shutdown(s->pool, KEEL_POOL_DRAIN,
+			       timeout > 0 ? timeout : 1) == -ETIMEDOUT) {
 		rc = -ETIMEDOUT;
 		pthread_mutex_lock(&s->mu);
 		for (size_t i = 0; i < s->njobs; i++)
@@ -1701,11 +2391,23 @@ int keel_sched_stop(struct keel_sched *s, int64_t timeout)
 		pthread_mutex_unlock(&s->mu);
 		keel_pool_shutdown(s->pool, KEEL_POOL_CANCEL, 0);
 	}
+	pthread_mutex_lock(&s->mu);
+	s->quit = 1;
+	join = s->loop_running;
+	s->loop_running = 0;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	if (join)
+		pthread_join(s->loop, NULL);
 	/* The loop is gone: commit what the workers finished. */
 	pthread_mutex_lock(&s->mu);
 	flush_done(s);
 	if (s->unsaved != NULL)
 		flush_unsaved(s);
+	if (s->cfg.cluster && s->leader) {
+		(void)keel_store_lease_release(s->cfg.store, s->node, s->term);
+		set_leader(s, 0);
+	}
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
@@ -1740,6 +2442,9 @@ void keel_sched_free(struct keel_sched *s)
 		free(u);
 	}
 	keel_pipeline_free(s->store_pl);
+	for (size_t i = 0; i < s->n_tags; i++)
+		free(s->tags[i]);
+	free(s->tags);
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->idle);
 	pthread_mutex_destroy(&s->mu);
@@ -1790,7 +2495,7 @@ int keel_sched_job_put(struct keel_sched *s, const struct keel_job *j,
 	if (rc != 0)
 		return rc;
 	pa.j = j;
-	pa.now_s = wall_ms() / MS_PER_S;
+	pa.now_s = now_ms(s) / MS_PER_S;
 	pthread_mutex_lock(&s->mu);
 	rc = store_do(s, st_put, &pa);
 	if (rc == 0 && pa.res != KEEL_STORE_UNCHANGED)
@@ -1821,6 +2526,8 @@ int keel_sched_job_put(struct keel_sched *s, const struct keel_job *j,
 			ref = NULL;
 			e->paused = sj.paused;
 			e->last_tick = sj.last_tick;
+			e->created_at = sj.created_at;
+			e->updated_at = sj.updated_at;
 			e->next = entry_next(e);
 		}
 		keel_store_job_clear(&sj);
@@ -1858,17 +2565,8 @@ int keel_sched_job_delete(struct keel_sched *s, const char *name)
 	if (e != NULL)
 		cancel_active(s, e, "canceled: the job was deleted");
 	rc = store_do(s, st_delete, (void *)name);
-	if (rc == 0 && e != NULL) {
-		for (size_t i = 0; i < s->njobs; i++) {
-			if (s->jobs[i] == e) {
-				s->jobs[i] = s->jobs[--s->njobs];
-				break;
-			}
-		}
-		/* Running attempts hold their own reference to the job and
-		 * find no entry when they end. */
-		entry_free(e);
-	}
+	if (rc == 0 && e != NULL)
+		entry_remove(s, e);
 	gauges(s);
 	pthread_mutex_unlock(&s->mu);
 	if (rc == 0)
@@ -1891,7 +2589,7 @@ static int st_pause(struct keel_store *st, void *a)
 
 int keel_sched_job_pause(struct keel_sched *s, const char *name, int paused)
 {
-	struct pause_args pa = { name, paused != 0, wall_ms() / MS_PER_S };
+	struct pause_args pa = { name, paused != 0, now_ms(s) / MS_PER_S };
 	struct entry *e;
 	int rc;
 
@@ -1924,7 +2622,7 @@ int keel_sched_run_now(struct keel_sched *s, const char *name,
 {
 	struct keel_run r;
 	struct entry *e;
-	int64_t now = wall_ms();
+	int64_t now = now_ms(s);
 	int rc;
 
 	if (s == NULL || name == NULL)
@@ -1951,7 +2649,10 @@ int keel_sched_run_now(struct keel_sched *s, const char *name,
 			rc = -ENOMEM;
 	}
 	if (rc == 0) {
-		pend_add(s, &r);
+		if (s->cfg.cluster)
+			s->claim_now = 1; /* any node may take it */
+		else
+			pend_add(s, &r);
 		pthread_cond_signal(&s->wake);
 	}
 	keel_run_clear(&r);
@@ -1975,7 +2676,7 @@ int keel_sched_run_cancel(struct keel_sched *s, int64_t id)
 			continue;
 		pend_remove(s, i, &r);
 		r.state = KEEL_RUN_CANCELED;
-		r.finished_at = wall_ms();
+		r.finished_at = now_ms(s);
 		free(r.error);
 		r.error = strdup("canceled through the API");
 		fa.run = &r;
@@ -2000,7 +2701,24 @@ int keel_sched_run_cancel(struct keel_sched *s, int64_t id)
 	rc = keel_store_run_get(s->cfg.store, id, &r);
 	if (rc != 0)
 		return rc;
-	rc = keel_run_state_final(r.state) ? -EALREADY : -EAGAIN;
+	if (keel_run_state_final(r.state)) {
+		rc = -EALREADY;
+	} else if (s->cfg.cluster) {
+		/* Queued, or running on another node: canceled in the store
+		 * now (no claim check); that node stops it at its next beat. */
+		struct finish_args fa = { &r, NULL };
+
+		r.state = KEEL_RUN_CANCELED;
+		r.finished_at = now_ms(s);
+		r.claim = 0;
+		free(r.error);
+		r.error = strdup("canceled through the API");
+		rc = store_do(s, st_finish, &fa);
+		if (rc == -ESTALE)
+			rc = -EALREADY; /* it ended meanwhile */
+	} else {
+		rc = -EAGAIN;
+	}
 	keel_run_clear(&r);
 	return rc;
 }
@@ -2021,6 +2739,14 @@ int keel_sched_job_state(struct keel_sched *s, const char *name,
 			*active = e->pending + e->running;
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (e != NULL && active != NULL && s->cfg.cluster) {
+		/* Runs are wherever the cluster put them. */
+		int64_t counts[KEEL_RUN_NSTATES];
+
+		if (keel_store_run_counts(s->cfg.store, name, counts) == 0)
+			*active = (int)(counts[KEEL_RUN_QUEUED] +
+					counts[KEEL_RUN_RUNNING]);
+	}
 	return e != NULL ? 0 : -ENOENT;
 }
 
@@ -2068,6 +2794,36 @@ const char *keel_sched_node(struct keel_sched *s)
 	return s != NULL ? s->node : NULL;
 }
 
+/* Cluster: no run is queued or running on any node. */
+static int store_idle(struct keel_sched *s)
+{
+	int64_t counts[KEEL_RUN_NSTATES];
+
+	return keel_store_run_counts(s->cfg.store, NULL, counts) == 0 &&
+	       counts[KEEL_RUN_QUEUED] == 0 && counts[KEEL_RUN_RUNNING] == 0;
+}
+
+void keel_sched_cluster_info(struct keel_sched *s, struct keel_sched_cluster *out)
+{
+	if (out == NULL)
+		return;
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	if (s->cfg.cluster) {
+		*out = s->ci;
+		out->cluster = 1;
+		out->leader = s->leader;
+		out->heartbeat = s->cfg.heartbeat / NS_PER_MS;
+		out->rescue_after = s->cfg.rescue_after / NS_PER_MS;
+	} else {
+		out->leader = 1;
+		snprintf(out->holder, sizeof(out->holder), "%s", s->node);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout)
 {
 	int64_t end = keel_clock_now(NULL) + timeout;
@@ -2086,7 +2842,8 @@ int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout)
 		int64_t left;
 
 		if (s->npend == 0 && s->inflight == 0 && s->done == NULL &&
-		    (s->passes >= pass0 + 2 || !s->loop_running))
+		    (s->passes >= pass0 + 2 || !s->loop_running) &&
+		    (!s->cfg.cluster || store_idle(s)))
 			break;
 		left = end - keel_clock_now(NULL);
 		if (left <= 0) {
