@@ -627,6 +627,14 @@ TEST(dump_dom_shows_jobs_runs_panics_breakers)
 	CHECK_CONTAINS(part, "class=\"state state-failed\" title=\"panic: "); /* crash */
 	free(part);
 
+	/* Alone on SQLite, this node is the cluster and its leader. */
+	part = slice(dom, "<table id=\"cluster\"", "</table>");
+	CHECK_CONTAINS(part, "data-alive=\"true\" data-leader=\"true\"");
+	CHECK_CONTAINS(part, "(this node)");
+	CHECK_CONTAINS(part, "class=\"state state-leader\">leader<");
+	free(part);
+	CHECK_CONTAINS(dom, "one node (SQLite store)");
+
 	part = slice(dom, "<table id=\"runs\"", "</table>");
 	CHECK_CONTAINS(part, "data-job=\"tick\" data-state=\"succeeded\"");
 	CHECK_CONTAINS(part, "data-job=\"crash\" data-state=\"failed\"");
