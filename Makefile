@@ -75,6 +75,7 @@ bench:
 	bench/run-obs.sh
 	bench/run-store.sh
 	bench/run-keeld.sh
+	bench/run-cluster.sh
 	bench/run-http.sh
 
 install: build

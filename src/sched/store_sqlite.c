@@ -136,9 +136,16 @@ static const char schema_v2[] =
 	"CREATE INDEX runs_due ON runs(not_before, id) WHERE state = 'queued';"
 	"CREATE INDEX runs_running ON runs(job) WHERE state = 'running';";
 
+/* Version 3: a job's due queued runs in order (the claim looks them up
+ * job by job). */
+static const char schema_v3[] =
+	"CREATE INDEX runs_queued ON runs(job, not_before, id)"
+	" WHERE state = 'queued';";
+
 static const char *const steps[] = {
 	schema_v1,
 	schema_v2,
+	schema_v3,
 };
 #define N_STEPS (sizeof(steps) / sizeof(steps[0]))
 

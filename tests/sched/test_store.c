@@ -297,7 +297,7 @@ TEST(open_creates_files_in_wal_mode)
 	CHECK_STR(text, "wal");
 	CHECK_INT(db_int(db, "PRAGMA user_version"), ==,
 		  keel_store_schema_version());
-	CHECK_INT(keel_store_schema_version(), ==, 2);
+	CHECK_INT(keel_store_schema_version(), ==, 3);
 	CHECK_INT(db_int(db, "SELECT count(*) FROM sqlite_master WHERE "
 			     "name IN ('jobs', 'runs', 'events')"),
 		  ==, 3);
@@ -1375,11 +1375,11 @@ TEST(newer_schema_is_refused)
 		  -EPROTO);
 	CHECK(st == NULL);
 	CHECK_CONTAINS(err,
-		       "database schema version 9 is newer than this keeld (2)");
+		       "database schema version 9 is newer than this keeld (3)");
 	/* Nothing was changed, and the failed open left no lock behind. */
 	db = db_open();
 	CHECK_INT(db_int(db, "PRAGMA user_version"), ==, 9);
-	db_exec(db, "PRAGMA user_version = 2");
+	db_exec(db, "PRAGMA user_version = 3");
 	sqlite3_close(db);
 	st = open_ok();
 	keel_store_close(st);

@@ -335,7 +335,7 @@ TEST(open_creates_the_schema)
 	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==,
 		  keel_store_schema_version());
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM schema_version"), ==, 1);
-	CHECK_INT(keel_store_schema_version(), ==, 2);
+	CHECK_INT(keel_store_schema_version(), ==, 3);
 	CHECK_INT(sql_int(db, "SELECT count(*) FROM pg_tables WHERE tablename "
 			      "IN ('jobs', 'runs', 'events', 'schema_version')"),
 		  ==, 4);
@@ -1453,11 +1453,11 @@ TEST(newer_schema_is_refused)
 		  -EPROTO);
 	CHECK(st == NULL);
 	CHECK_CONTAINS(err,
-		       "database schema version 9 is newer than this keeld (2)");
+		       "database schema version 9 is newer than this keeld (3)");
 	CHECK_CONTAINS(err, dbname);
 	/* Nothing was changed. */
 	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 9);
-	sql_exec(db, "UPDATE schema_version SET version = 2");
+	sql_exec(db, "UPDATE schema_version SET version = 3");
 	PQfinish(db);
 	st = open_ok();
 	keel_store_close(st);
