@@ -10,7 +10,7 @@ set -euo pipefail
 base=(gcc make cmake pkg-config clang libclang-rt-14-dev libgcc-12-dev libsqlite3-dev sqlite3
       libc6-dev binutils libcurl4-openssl-dev libjansson-dev
       libmicrohttpd-dev libsystemd-dev openssl tzdata chromium libpq-dev postgresql)
-bench=(golang-1.19-go wrk)
+bench=(golang-1.19-go wrk curl)
 
 want=("${base[@]}")
 for group in "$@"; do
