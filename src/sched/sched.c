@@ -834,7 +834,10 @@ static void flush_done(struct keel_sched *s)
 		s->st.finished++;
 		if (item == 0) {
 			count_finish(s, &d->run);
-			if (d->has_next && e != NULL && pend_add(s, &d->next) != 0)
+			/* In a cluster the retry waits in the store, for any
+			 * node to claim. */
+			if (d->has_next && e != NULL && !s->cfg.cluster &&
+			    pend_add(s, &d->next) != 0)
 				keel_log_error(s->log, MOD,
 					       "out of memory: a retry waits "
 					       "for the restart",
@@ -1520,7 +1523,8 @@ static void flush_unsaved(struct keel_sched *s)
 		}
 		*p = u->link;
 		__atomic_sub_fetch(&s->nunsaved, 1, __ATOMIC_RELEASE);
-		if (rc == 0 && u->has_next && find(s, u->next.job) != NULL)
+		if (rc == 0 && u->has_next && !s->cfg.cluster &&
+		    find(s, u->next.job) != NULL)
 			pend_add(s, &u->next);
 		keel_run_clear(&u->run);
 		keel_run_clear(&u->next);

@@ -5,7 +5,9 @@
  * concurrency policies (forbid, replace, allow), the missed-tick policies
  * (skip, once, all, bounded by missed_max), recovery of runs left running
  * by a dead keeld, run now, cancel, pause, resume, delete, and a restart
- * over the same store that creates no tick twice.
+ * over the same store that creates no tick twice. test_sched_cluster.c
+ * runs them all again on the cluster's code path, with cases of its own
+ * at the end.
  */
 /* KEEL_TEST_LABELS: threads */
 #define _GNU_SOURCE
@@ -120,6 +122,14 @@ static void sched_open(struct env *e)
 	sc.log = e->log;
 	sc.node = "test-node";
 	sc.workers = 4;
+#ifdef TEST_SCHED_CLUSTER
+	/* The cluster's code path (lease, beats, claims, rescue) alone on
+	 * SQLite, with short timings. */
+	sc.cluster = 1;
+	sc.heartbeat = 50 * KEEL_MSEC;
+	sc.lease_ttl = 200 * KEEL_MSEC;
+	sc.rescue_after = 300 * KEEL_MSEC;
+#endif
 	if (keel_sched_new(&sc, &e->s, err, sizeof(err)) != 0)
 		KEEL_TEST_FAIL("sched: %s", err);
 }
@@ -685,3 +695,208 @@ TEST(second_scheduler_on_the_store_ticks_nothing_twice)
 	keel_store_runs_free(r, n);
 	env_close(&e, 1);
 }
+
+#ifdef TEST_SCHED_CLUSTER
+/* Claims the oldest due run of the store for node, as another keeld
+ * would, and never beats it; returns its id. */
+static int64_t claim_as(struct env *e, const char *node)
+{
+	struct keel_run *r = NULL;
+	size_t n = 0;
+	int64_t id;
+
+	CHECK_INT(keel_store_claim(e->st, node, NULL, 0, 1, &r, &n), ==, 0);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(keel_run_state_name(r[0].state), "running");
+	CHECK(r[0].claim != 0);
+	id = r[0].id;
+	keel_store_runs_free(r, n);
+	return id;
+}
+
+/* A queued manual run of job, straight into the store. */
+static void queue_run(struct env *e, const char *job)
+{
+	struct keel_run r;
+	int64_t now = (int64_t)time(NULL) * 1000;
+
+	memset(&r, 0, sizeof(r));
+	r.job = (char *)job;
+	r.state = KEEL_RUN_QUEUED;
+	r.trigger = KEEL_RUN_MANUAL;
+	r.attempt = 1;
+	r.scheduled_at = now;
+	r.created_at = now;
+	r.exit_code = -1;
+	CHECK_INT(keel_store_run_insert(e->st, &r), ==, 0);
+}
+
+TEST(leader_rescues_a_silent_nodes_run_and_retries_it)
+{
+	struct env e;
+	struct keel_sched_cluster ci;
+	struct keel_run *r;
+	int64_t id;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"j\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
+		"\"retry\":{\"max_attempts\":2,\"initial\":\"1ms\","
+		"\"jitter\":false}}");
+	queue_run(&e, "j");
+	id = claim_as(&e, "ghost");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "j", 2, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "j", &r);
+	CHECK_INT(n, ==, 2);
+	CHECK_INT(r[0].id, ==, id);
+	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
+	CHECK_STR(r[0].node, "ghost");
+	CHECK_STR(r[0].error, "rescued: node ghost stopped beating");
+	CHECK_INT(r[0].claim, ==, 0);
+	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
+	CHECK_INT(r[1].attempt, ==, 2);
+	CHECK_STR(r[1].node, "test-node");
+	keel_store_runs_free(r, n);
+	keel_sched_cluster_info(e.s, &ci);
+	CHECK_INT(ci.cluster, ==, 1);
+	CHECK_INT(ci.leader, ==, 1);
+	CHECK_STR(ci.holder, "test-node");
+	CHECK(ci.term >= 1);
+	CHECK(ci.elected >= 1);
+	CHECK_INT(ci.rescued, ==, 1);
+	CHECK(ci.beat_at > 0);
+	env_close(&e, 1);
+}
+
+TEST(own_runs_of_a_previous_life_recovered_before_claiming)
+{
+	struct env e;
+	struct keel_run *r;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"j\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
+		"\"retry\":{\"max_attempts\":2,\"initial\":\"1ms\","
+		"\"jitter\":false}}");
+	queue_run(&e, "j");
+	(void)claim_as(&e, "test-node"); /* this node, before it died */
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	wait_final(&e, "j", 2, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "j", &r);
+	CHECK_INT(n, ==, 2);
+	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
+	CHECK(r[0].error == NULL || strncmp(r[0].error, "rescued", 7) != 0);
+	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
+	CHECK_INT(r[1].attempt, ==, 2);
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(run_canceled_elsewhere_is_stopped_and_its_result_refused)
+{
+	struct env e;
+	struct keel_sched_cluster ci;
+	struct keel_run *r, run;
+	int64_t t0;
+	size_t n;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"s\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"slow\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	CHECK_INT(keel_sched_run_now(e.s, "s", NULL), ==, 0);
+	t0 = keel_clock_now(NULL);
+	for (;;) { /* running, here */
+		n = runs_of(&e, "s", &r);
+		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
+			break;
+		keel_store_runs_free(r, n);
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	CHECK(r[0].claim != 0);
+	/* Another node's API cancels it: no claim check. */
+	run = r[0];
+	run.state = KEEL_RUN_CANCELED;
+	run.finished_at = run.started_at + 1;
+	run.claim = 0;
+	run.error = (char *)"canceled through another node";
+	CHECK_INT(keel_store_run_finish(e.st, &run, NULL), ==, 0);
+	keel_store_runs_free(r, n);
+	/* The handler would run 3 s; the next beat stops it. */
+	CHECK_INT(keel_sched_idle_wait(e.s, 2 * SEC), ==, 0);
+	keel_sched_cluster_info(e.s, &ci);
+	CHECK_INT(ci.lost, ==, 1);
+	n = runs_of(&e, "s", &r);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(keel_run_state_name(r[0].state), "canceled");
+	CHECK_STR(r[0].error, "canceled through another node");
+	keel_store_runs_free(r, n);
+	env_close(&e, 1);
+}
+
+TEST(api_cancel_of_a_run_on_another_node)
+{
+	struct env e;
+	struct keel_run got;
+	int64_t id;
+
+	env_new(&e);
+	put(&e, "{\"name\":\"j\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"}}");
+	queue_run(&e, "j");
+	id = claim_as(&e, "elsewhere");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	CHECK_INT(keel_sched_run_cancel(e.s, id), ==, 0);
+	CHECK_INT(keel_store_run_get(e.st, id, &got), ==, 0);
+	CHECK_STR(keel_run_state_name(got.state), "canceled");
+	CHECK_STR(got.error, "canceled through the API");
+	keel_run_clear(&got);
+	CHECK_INT(keel_sched_run_cancel(e.s, id), ==, -EALREADY);
+	env_close(&e, 1);
+}
+
+TEST(bad_cluster_settings_refused)
+{
+	struct env e;
+	struct keel_sched_config sc;
+	struct keel_sched *s = NULL;
+	const char *tags[] = { "" };
+	char err[256];
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	env_open(&e);
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.log = e.log;
+	sc.cluster = 1;
+	sc.lease_ttl = sc.heartbeat; /* less than two heartbeats */
+	CHECK_INT(keel_sched_new(&sc, &s, err, sizeof(err)), ==, -EINVAL);
+	CHECK_CONTAINS(err, "lease ttl must be at least two heartbeats");
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.cluster = 1;
+	sc.rescue_after = sc.heartbeat;
+	CHECK_INT(keel_sched_new(&sc, &s, err, sizeof(err)), ==, -EINVAL);
+	CHECK_CONTAINS(err, "rescue-after must be at least two heartbeats");
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.cluster = 1;
+	sc.tags = tags;
+	sc.n_tags = 1;
+	CHECK_INT(keel_sched_new(&sc, &s, err, sizeof(err)), ==, -EINVAL);
+	CHECK_CONTAINS(err, "a tag is 1-64 characters");
+	CHECK(s == NULL);
+	env_close(&e, 1);
+}
+#endif
