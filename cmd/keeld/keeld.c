@@ -494,7 +494,33 @@ struct daemon {
 	char *tags_buf;
 	char *tags[33];
 	size_t n_tags;
+	char spool[PATH_MAX + 256];
 };
+
+/* The result spool: in the data directory, one per node (several nodes of
+ * a cluster may share a host and a directory). "" when the directory
+ * cannot be made: results then wait in memory only. */
+static void spool_path(struct daemon *d)
+{
+	char name[256];
+	size_t i;
+
+	if (mkdir(d->data_dir, 0700) != 0 && errno != EEXIST) {
+		keel_log_warn(d->log, MOD,
+			      "no result spool: cannot make the data directory",
+			      KEEL_STR("data_dir", d->data_dir),
+			      KEEL_STR("error", strerror(errno)));
+		d->spool[0] = '\0';
+		return;
+	}
+	snprintf(name, sizeof(name), "%s", d->node);
+	for (i = 0; name[i] != '\0'; i++)
+		if (name[i] == '/' || name[i] == '\\' || (unsigned char)name[i] < 32)
+			name[i] = '_';
+	if ((size_t)snprintf(d->spool, sizeof(d->spool), "%s/results-%.200s.json",
+			     d->data_dir, name) >= sizeof(d->spool))
+		d->spool[0] = '\0'; /* a data directory path of 4 KiB */
+}
 
 /* --tags "a,b" into d->tags (pointing into d->tags_buf). */
 static int split_tags(struct daemon *d)
@@ -665,6 +691,8 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	sc.node = d->node;
 	sc.workers = d->o.workers;
 	sc.late = d->o.missed_after;
+	spool_path(d);
+	sc.spool = d->spool[0] != '\0' ? d->spool : NULL;
 	if (d->o.store != NULL) {
 		sc.cluster = 1;
 		sc.lease_ttl = d->o.lease_ttl;

@@ -28,7 +28,9 @@
  *   store     Every store call goes through a retry policy (busy or
  *             failing database) and a breaker; while it is open nothing
  *             new is ticked, results that could not be stored are kept in
- *             memory and written when the store answers again.
+ *             memory (and in cfg.spool, rewritten at each change) and
+ *             written when the store answers again; a keeld starting on a
+ *             spool writes its results first, before it recovers runs.
  *   cluster   With cfg.cluster, several keelds share one store. Every
  *             heartbeat each node takes or renews the lease (keel/store.h:
  *             the holder is the leader, its term the fencing token),
@@ -108,6 +110,11 @@ struct keel_sched_config {
 	int64_t rescue_after;	     /* ns without a run heartbeat after
 					which the leader rescues the run;
 					default 6 s; at least 2 heartbeats */
+
+	const char *spool;	     /* a file that keeps the results the
+					store refused, so that they survive
+					this process too (see "store");
+					NULL: memory only */
 };
 
 KEEL_API void keel_sched_config_init(struct keel_sched_config *cfg);

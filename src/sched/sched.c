@@ -35,6 +35,8 @@
 #include <keel/trace.h>
 #include <keel/tz.h>
 
+#include "spool.h"
+
 #define MOD "keeld.sched"
 #define MS_PER_S INT64_C(1000)
 #define NS_PER_MS INT64_C(1000000)
@@ -114,6 +116,7 @@ struct keel_sched {
 
 	struct unsaved *unsaved;
 	size_t nunsaved;
+	char *spool; /* cfg.spool, copied */
 
 	/* Finished attempts, oldest first, committed together by the loop. */
 	struct done *done, **done_tail;
@@ -608,6 +611,38 @@ static void keep_unsaved(struct keel_sched *s, struct keel_run *run,
 	s->st.unsaved = s->nunsaved;
 }
 
+/* Under s->mu: the spool file holds s->unsaved as it is now. */
+static void spool_sync(struct keel_sched *s)
+{
+	struct keel__spooled *items;
+	size_t n = 0;
+	char err[512];
+	int rc;
+
+	if (s->spool == NULL)
+		return;
+	items = calloc(s->nunsaved ? s->nunsaved : 1, sizeof(*items));
+	if (items == NULL) {
+		keel_log_error(s->log, MOD, "out of memory: the spool is not "
+					    "updated");
+		return;
+	}
+	/* Shallow copies: the spool only reads them. */
+	for (struct unsaved *u = s->unsaved; u != NULL && n < s->nunsaved;
+	     u = u->link, n++) {
+		items[n].run = u->run;
+		items[n].next = u->next;
+		items[n].has_next = u->has_next;
+	}
+	rc = keel__spool_save(s->spool, items, n, err, sizeof(err));
+	free(items);
+	if (rc != 0)
+		keel_log_error(s->log, MOD,
+			       "cannot write the result spool; the results are "
+			       "kept in memory only",
+			       KEEL_STR("error", err));
+}
+
 static void fill_result(struct keel_run *r, struct keel_exec_result *res)
 {
 	r->state = res->state;
@@ -800,7 +835,7 @@ static void flush_done(struct keel_sched *s)
 {
 	struct done *list = s->done, *d;
 	struct finish_batch b;
-	size_t n = 0, i;
+	size_t n = 0, i, kept = 0;
 	int rc;
 
 	if (list == NULL)
@@ -851,6 +886,7 @@ static void flush_done(struct keel_sched *s)
 				       KEEL_INT("code", item));
 			count_finish(s, &d->run);
 			keep_unsaved(s, &d->run, &d->next, d->has_next);
+			kept++;
 		}
 		keel_run_clear(&d->run);
 		keel_run_clear(&d->next);
@@ -859,6 +895,8 @@ static void flush_done(struct keel_sched *s)
 	}
 	free(b.items);
 	free(b.rcs);
+	if (kept > 0)
+		spool_sync(s);
 	gauges(s);
 	pthread_cond_broadcast(&s->idle);
 }
@@ -1509,6 +1547,7 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 static void flush_unsaved(struct keel_sched *s)
 {
 	struct unsaved **p = &s->unsaved;
+	size_t before = s->nunsaved;
 
 	while (*p != NULL) {
 		struct unsaved *u = *p;
@@ -1531,6 +1570,8 @@ static void flush_unsaved(struct keel_sched *s)
 		free(u);
 	}
 	s->st.unsaved = s->nunsaved;
+	if (s->nunsaved != before)
+		spool_sync(s);
 }
 
 static void prune(struct keel_sched *s, int64_t now)
@@ -1857,6 +1898,10 @@ static void cluster_beat(struct keel_sched *s, int64_t mono)
 					       "stopped: crashed" };
 		size_t n = 0;
 
+		/* A previous life's spooled results first: their runs are
+		 * still running under its claims. */
+		if (s->unsaved != NULL)
+			flush_unsaved(s);
 		if (keel_store_recover_node(st, s->node, now_ms(s),
 					    recover_decide, &rctx, &n) != 0)
 			return; /* the next beat */
@@ -2141,6 +2186,30 @@ static int tags_copy(struct keel_sched *s, const struct keel_sched_config *cfg)
 	return 0;
 }
 
+/* The results a previous keeld could not store, into s->unsaved. */
+static int spool_load(struct keel_sched *s, char *err, size_t errlen)
+{
+	struct keel__spooled *items;
+	size_t n;
+	int rc;
+
+	if (s->spool == NULL)
+		return 0;
+	rc = keel__spool_load(s->spool, &items, &n, err, errlen);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		keep_unsaved(s, &items[i].run, &items[i].next,
+			     items[i].has_next);
+	if (n > 0)
+		keel_log_warn(s->log, MOD,
+			      "results a previous keeld could not store are "
+			      "in the spool; storing them",
+			      KEEL_UINT("results", n), KEEL_STR("spool", s->spool));
+	keel__spool_free(items, n);
+	return 0;
+}
+
 static int load(struct keel_sched *s, char *err, size_t errlen)
 {
 	struct keel_store_job *jobs = NULL;
@@ -2159,8 +2228,13 @@ static int load(struct keel_sched *s, char *err, size_t errlen)
 	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = entry_add(s, &jobs[i], NULL, err, errlen);
 	keel_store_jobs_free(jobs, n);
+	if (rc == 0)
+		rc = spool_load(s, err, errlen);
 	if (rc != 0 || s->cfg.cluster)
-		return rc; /* a node recovers its own runs at its first beat */
+		return rc; /* a node stores its spool and recovers its own runs
+			      at its first beat */
+	if (s->unsaved != NULL)
+		flush_unsaved(s); /* before their runs are found running */
 
 	rc = keel_store_recover(s->cfg.store, now_ms(s), recover_decide, &rctx,
 				&crashed);
@@ -2301,6 +2375,11 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 	pthread_condattr_destroy(&ca);
 	s->st.started_at = now_ms(s);
 	s->cfg.tags = NULL; /* copied into s->tags */
+	if (cfg->spool != NULL && (s->spool = strdup(cfg->spool)) == NULL) {
+		keel_sched_free(s);
+		return -ENOMEM;
+	}
+	s->cfg.spool = s->spool;
 
 	rc = tags_copy(s, cfg);
 	if (rc == 0)
@@ -2436,11 +2515,20 @@ void keel_sched_free(struct keel_sched *s)
 		struct unsaved *u = s->unsaved;
 
 		s->unsaved = u->link;
-		keel_log_error(s->log, MOD,
-			       "a run's result was never stored; it will be "
-			       "marked crashed at the next start",
-			       KEEL_STR("job", u->run.job),
-			       KEEL_INT("run_id", u->run.id));
+		if (s->spool != NULL)
+			keel_log_warn(s->log, MOD,
+				      "a run's result could not be stored; it "
+				      "stays in the spool for the next start",
+				      KEEL_STR("job", u->run.job),
+				      KEEL_INT("run_id", u->run.id),
+				      KEEL_STR("spool", s->spool));
+		else
+			keel_log_error(s->log, MOD,
+				       "a run's result was never stored; it "
+				       "will be marked crashed at the next "
+				       "start",
+				       KEEL_STR("job", u->run.job),
+				       KEEL_INT("run_id", u->run.id));
 		keel_run_clear(&u->run);
 		keel_run_clear(&u->next);
 		free(u);
@@ -2449,6 +2537,7 @@ void keel_sched_free(struct keel_sched *s)
 	for (size_t i = 0; i < s->n_tags; i++)
 		free(s->tags[i]);
 	free(s->tags);
+	free(s->spool);
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->idle);
 	pthread_mutex_destroy(&s->mu);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 #include <keel/cancel.h>
 #include <keel/clock.h>
 #include <keel/exec.h>
@@ -38,6 +39,8 @@
 
 struct env {
 	char dir[128];
+	char spool[160];      /* "" = none */
+	int64_t busy_timeout; /* 0 = the store's default */
 	struct keel_store *st;
 	struct keel_executor *ex;
 	struct keel_sched *s;
@@ -82,6 +85,20 @@ static int h_slow(struct keel_exec_call *call, void *ud)
 	return 0;
 }
 
+/* Runs until gate_open is set (or canceled). */
+static int gate_open;
+
+static int h_gate(struct keel_exec_call *call, void *ud)
+{
+	(void)ud;
+	while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) {
+		if (keel_cancel_err(call->cancel) != 0)
+			return 1;
+		usleep(2000);
+	}
+	return 0;
+}
+
 static int rm_one(const char *p, const struct stat *sb, int flag,
 		  struct FTW *ftw)
 {
@@ -93,6 +110,7 @@ static int rm_one(const char *p, const struct stat *sb, int flag,
 
 static void env_open(struct env *e)
 {
+	struct keel_store_config stc;
 	struct keel_exec_config ec;
 	struct keel_log_config lc;
 	char err[512];
@@ -107,7 +125,11 @@ static void env_open(struct env *e)
 	CHECK_INT(keel_exec_handler_register(e->ex, "fail", h_fail, NULL), ==, 0);
 	CHECK_INT(keel_exec_handler_register(e->ex, "panic", h_panic, NULL), ==, 0);
 	CHECK_INT(keel_exec_handler_register(e->ex, "slow", h_slow, NULL), ==, 0);
-	if (keel_store_sqlite_open(e->dir, NULL, &e->st, err, sizeof(err)) != 0)
+	CHECK_INT(keel_exec_handler_register(e->ex, "gate", h_gate, NULL), ==, 0);
+	keel_store_config_init(&stc);
+	if (e->busy_timeout > 0)
+		stc.busy_timeout = e->busy_timeout;
+	if (keel_store_sqlite_open(e->dir, &stc, &e->st, err, sizeof(err)) != 0)
 		KEEL_TEST_FAIL("store: %s", err);
 }
 
@@ -122,6 +144,7 @@ static void sched_open(struct env *e)
 	sc.log = e->log;
 	sc.node = "test-node";
 	sc.workers = 4;
+	sc.spool = e->spool[0] != '\0' ? e->spool : NULL;
 #ifdef TEST_SCHED_CLUSTER
 	/* The cluster's code path (lease, beats, claims, rescue) alone on
 	 * SQLite, with short timings. */
@@ -900,3 +923,106 @@ TEST(bad_cluster_settings_refused)
 	env_close(&e, 1);
 }
 #endif
+
+TEST(results_the_store_refused_survive_in_the_spool)
+{
+	struct env e;
+	struct keel_run *r;
+	sqlite3 *db;
+	char path[200];
+	int64_t t0;
+	size_t n;
+	FILE *f;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	snprintf(e.spool, sizeof(e.spool), "%s/spool.json", e.dir);
+	e.busy_timeout = 20 * KEEL_MSEC;
+	env_open(&e);
+	sched_open(&e);
+	gate_open = 0;
+	put(&e, "{\"name\":\"g\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"gate\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	CHECK_INT(keel_sched_run_now(e.s, "g", NULL), ==, 0);
+	t0 = keel_clock_now(NULL);
+	for (;;) { /* running */
+		n = runs_of(&e, "g", &r);
+		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
+			break;
+		keel_store_runs_free(r, n);
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	keel_store_runs_free(r, n);
+	/* Another writer holds the database: the result cannot be stored. */
+	snprintf(path, sizeof(path), "%s/keeld.db", e.dir);
+	CHECK_INT(sqlite3_open(path, &db), ==, SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000); /* the node beats meanwhile */
+	CHECK_INT(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), ==,
+		  SQLITE_OK);
+	__atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+	t0 = keel_clock_now(NULL);
+	while (access(e.spool, F_OK) != 0) {
+		CHECK(keel_clock_now(NULL) - t0 < 10 * SEC);
+		usleep(10000);
+	}
+	/* keeld dies with the result unstored (its last flush fails too). */
+	keel_sched_free(e.s);
+	e.s = NULL;
+	keel_store_close(e.st);
+	e.st = NULL;
+	f = fopen(e.spool, "r");
+	CHECK(f != NULL);
+	fclose(f);
+	CHECK_INT(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), ==, SQLITE_OK);
+	sqlite3_close(db);
+
+	/* The next keeld stores it before it recovers runs: succeeded, not
+	 * crashed, and the spool is gone. */
+	keel_exec_free(e.ex);
+	keel_log_free(e.log);
+	env_open(&e);
+	sched_open(&e);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
+	n = runs_of(&e, "g", &r);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(keel_run_state_name(r[0].state), "succeeded");
+	keel_store_runs_free(r, n);
+	CHECK(access(e.spool, F_OK) != 0);
+	env_close(&e, 1);
+}
+
+TEST(a_spool_that_is_not_one_stops_the_start)
+{
+	struct env e;
+	struct keel_sched_config sc;
+	struct keel_sched *s = NULL;
+	char err[512];
+	FILE *f;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.dir, sizeof(e.dir), "/tmp/keel-sched-XXXXXX");
+	CHECK(mkdtemp(e.dir) != NULL);
+	snprintf(e.spool, sizeof(e.spool), "%s/spool.json", e.dir);
+	env_open(&e);
+	f = fopen(e.spool, "w");
+	CHECK(f != NULL);
+	fputs("[{\"run\": {\"id\": \"x\"}}]", f);
+	fclose(f);
+	keel_sched_config_init(&sc);
+	sc.store = e.st;
+	sc.exec = e.ex;
+	sc.log = e.log;
+	sc.spool = e.spool;
+	CHECK_INT(keel_sched_new(&sc, &s, err, sizeof(err)), ==, -EIO);
+	CHECK(s == NULL);
+	CHECK_CONTAINS(err, "spool.json: result 1 is not a run");
+	/* Left as it was, for the operator to look at. */
+	f = fopen(e.spool, "r");
+	CHECK(f != NULL);
+	fclose(f);
+	env_close(&e, 1);
+}
