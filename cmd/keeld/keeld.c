@@ -151,6 +151,50 @@ static int is_pg_uri(const char *s)
 	       strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
 }
 
+/* --tags "a,b": 1..32 distinct valid tags. */
+static int check_tags(const char *list)
+{
+	char buf[32 * 65 + 1], *p, *save = NULL, *seen[33];
+	size_t n = 0;
+
+	if (strlen(list) >= sizeof(buf)) {
+		fprintf(stderr, "keeld: --tags: at most 32 tags of 64 characters\n");
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", list);
+	if (buf[0] == ',' || (buf[0] != '\0' && buf[strlen(buf) - 1] == ',') ||
+	    strstr(buf, ",,") != NULL) {
+		fprintf(stderr, "keeld: --tags: an empty tag in '%s'\n", list);
+		return -1;
+	}
+	for (p = strtok_r(buf, ",", &save); p != NULL;
+	     p = strtok_r(NULL, ",", &save)) {
+		if (!keel_job_tag_valid(p)) {
+			fprintf(stderr,
+				"keeld: --tags: '%s' is not 1-64 characters of "
+				"[A-Za-z0-9._:=/-]\n",
+				p);
+			return -1;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (strcmp(seen[k], p) == 0) {
+				fprintf(stderr, "keeld: --tags: '%s' twice\n", p);
+				return -1;
+			}
+		}
+		if (n == 32) {
+			fprintf(stderr, "keeld: --tags: at most 32 tags\n");
+			return -1;
+		}
+		seen[n++] = p;
+	}
+	if (n == 0) {
+		fprintf(stderr, "keeld: --tags: no tag in '%s'\n", list);
+		return -1;
+	}
+	return 0;
+}
+
 enum {
 	O_LISTEN = 256, O_DATA, O_JOBS, O_TOKEN, O_TOKEN_FILE, O_WORKERS,
 	O_HTTP_THREADS, O_NODE, O_DRAIN, O_MISSED, O_SYNC, O_LEVEL, O_FORMAT,
@@ -259,19 +303,30 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				"least two --heartbeat periods\n");
 		return -1;
 	}
-	if (o->store != NULL && !is_pg_uri(o->store)) {
+	if (o->store != NULL) {
+		char why[256];
+
 		/* Not echoed: it may hold a password. */
-		fprintf(stderr,
-			"keeld: --store: not a PostgreSQL URI (postgresql://...) "
-			"or libpq connection string (\"host=... dbname=...\"); "
-			"leave it out for SQLite in --data-dir\n");
-		return -1;
+		if (!is_pg_uri(o->store)) {
+			fprintf(stderr,
+				"keeld: --store: not a PostgreSQL URI "
+				"(postgresql://...) or libpq connection string "
+				"(\"host=... dbname=...\"); leave it out for "
+				"SQLite in --data-dir\n");
+			return -1;
+		}
+		if (keel_store_pg_conninfo_check(o->store, why, sizeof(why)) != 0) {
+			fprintf(stderr, "keeld: --store: %s\n", why);
+			return -1;
+		}
 	}
 	if (o->tags != NULL && o->store == NULL) {
 		fprintf(stderr, "keeld: --tags needs a cluster (--store "
 				"postgresql://...)\n");
 		return -1;
 	}
+	if (o->tags != NULL && check_tags(o->tags) != 0)
+		return -1;
 	if (strcmp(o->sync, "normal") != 0 && strcmp(o->sync, "full") != 0) {
 		fprintf(stderr, "keeld: --sync: '%s' is not normal or full\n",
 			o->sync);
@@ -698,9 +753,8 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 		sc.lease_ttl = d->o.lease_ttl;
 		sc.heartbeat = d->o.heartbeat;
 		sc.rescue_after = d->o.rescue_after;
-		if (split_tags(d) != 0)
-			FAIL(d, "--tags: each tag is 1-64 characters, at most 32 "
-				"tags, separated by commas");
+		if (split_tags(d) != 0) /* checked in parse_opts */
+			FAIL(d, "out of memory");
 		sc.tags = (const char *const *)d->tags;
 		sc.n_tags = d->n_tags;
 	}

@@ -211,6 +211,10 @@ KEEL_API int keel_job_equal(const struct keel_job *a,
 /* Frees j and every string it owns; NULL is a no-op. */
 KEEL_API void keel_job_free(struct keel_job *j);
 
+/* 1 when s is a valid tag (a job's "tags", a cluster node's --tags): 1-64
+ * characters of [A-Za-z0-9._:=/-]. */
+KEEL_API int keel_job_tag_valid(const char *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -124,6 +124,12 @@ KEEL_API int keel_store_pg_open(const char *conninfo,
 				struct keel_store **out, char *err,
 				size_t errlen);
 
+/* 0 when conninfo is a URI or keyword string libpq can read (nothing is
+ * connected), else -EINVAL and err says what is wrong (never the
+ * password). */
+KEEL_API int keel_store_pg_conninfo_check(const char *conninfo, char *err,
+					  size_t errlen);
+
 /* Closes the store and releases the directory lock. NULL is a no-op. */
 KEEL_API void keel_store_close(struct keel_store *st);
 

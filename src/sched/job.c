@@ -445,13 +445,18 @@ static const char *command_word(size_t i, const char *s, char **prev,
 	return NULL;
 }
 
+int keel_job_tag_valid(const char *s)
+{
+	return s != NULL && name_ok(s, ":=/");
+}
+
 static const char *tag_word(size_t i, const char *s, char **prev,
 			    size_t n_prev)
 {
 	size_t k;
 
 	(void)i;
-	if (!name_ok(s, ":=/"))
+	if (!keel_job_tag_valid(s))
 		return "must be 1-64 characters of [A-Za-z0-9._:=/-]";
 	for (k = 0; k < n_prev; k++)
 		if (strcmp(prev[k], s) == 0)

@@ -1142,6 +1142,9 @@ static int new_run(struct keel_run *r, const char *job, int64_t tick_s,
 	r->trigger = trig;
 	r->attempt = 1;
 	r->scheduled_at = tick_s * MS_PER_S;
+	/* Due at its tick: runs start in the order they became due, retries
+	 * (due after their backoff) among them, not after every tick. */
+	r->not_before = r->scheduled_at;
 	r->created_at = now;
 	r->exit_code = -1;
 	if (state == KEEL_RUN_SKIPPED)
@@ -2160,10 +2163,9 @@ static int cluster_check(const struct keel_sched_config *cfg, char *err,
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < cfg->n_tags; i++) {
-		size_t len = cfg->tags[i] != NULL ? strlen(cfg->tags[i]) : 0;
-
-		if (len < 1 || len > 64) {
-			fmt_err(err, errlen, "a tag is 1-64 characters");
+		if (!keel_job_tag_valid(cfg->tags[i])) {
+			fmt_err(err, errlen,
+				"a tag is 1-64 characters of [A-Za-z0-9._:=/-]");
 			return -EINVAL;
 		}
 	}
@@ -2722,6 +2724,11 @@ int keel_sched_run_now(struct keel_sched *s, const char *name,
 		return -EINVAL;
 	pthread_mutex_lock(&s->mu);
 	e = find(s, name);
+	if (e == NULL && s->cfg.cluster) {
+		/* Made on another node since our last beat? */
+		(void)jobs_sync(s);
+		e = find(s, name);
+	}
 	if (e == NULL) {
 		pthread_mutex_unlock(&s->mu);
 		return -ENOENT;
@@ -2730,6 +2737,7 @@ int keel_sched_run_now(struct keel_sched *s, const char *name,
 		     KEEL_RUN_QUEUED, NULL);
 	if (rc == 0) {
 		r.scheduled_at = now;
+		r.not_before = now;
 		rc = store_do(s, st_insert, &r);
 	}
 	if (rc == 0 && out != NULL) {

@@ -2682,6 +2682,41 @@ int keel__store_pg_open_steps(const char *conninfo,
 	return 0;
 }
 
+int keel_store_pg_conninfo_check(const char *conninfo, char *err,
+				 size_t errlen)
+{
+	PQconninfoOption *o;
+	char *why = NULL;
+
+	if (conninfo == NULL)
+		return -EINVAL;
+	o = PQconninfoParse(conninfo, &why);
+	if (o == NULL) {
+		/* libpq's reason ends by quoting the URI, and may quote a word
+		 * of the string: cut both, a password may be there. */
+		char text[256];
+		char *cut;
+
+		snprintf(text, sizeof(text), "%s",
+			 why != NULL ? why : "out of memory");
+		PQfreemem(why);
+		if ((cut = strstr(text, " in URI")) != NULL ||
+		    (cut = strstr(text, " in connection info string")) != NULL)
+			*cut = '\0';
+		if ((cut = strstr(text, " after \"")) != NULL)
+			snprintf(cut, sizeof(text) - (size_t)(cut - text),
+				 " after a word");
+		cut = text + strcspn(text, "\n");
+		*cut = '\0';
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen,
+				 "the connection string is not valid (%s)", text);
+		return -EINVAL;
+	}
+	PQconninfoFree(o);
+	return 0;
+}
+
 int keel_store_pg_open(const char *conninfo,
 		       const struct keel_store_config *cfg,
 		       struct keel_store **out, char *err, size_t errlen)

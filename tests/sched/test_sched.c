@@ -918,7 +918,7 @@ TEST(bad_cluster_settings_refused)
 	sc.tags = tags;
 	sc.n_tags = 1;
 	CHECK_INT(keel_sched_new(&sc, &s, err, sizeof(err)), ==, -EINVAL);
-	CHECK_CONTAINS(err, "a tag is 1-64 characters");
+	CHECK_CONTAINS(err, "a tag is 1-64 characters of [A-Za-z0-9._:=/-]");
 	CHECK(s == NULL);
 	env_close(&e, 1);
 }
