@@ -1,7 +1,7 @@
 # keel - the two commands a new machine needs:
 #   make run     install what is missing, build, start keeld (dashboard on :8080)
 #   make check   install what is missing, build, run every test through ctest
-# Other targets: asan, tsan, clang, fuzz, bench, install, format, clean.
+# Other targets: asan, tsan, clang, fuzz, bench, chaos, install, format, clean.
 
 BUILD   ?= build
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -9,7 +9,7 @@ CMAKE   ?= cmake
 CTEST   ?= ctest
 PREFIX  ?= /usr/local
 
-.PHONY: all deps build run check asan tsan clang fuzz bench install format clean
+.PHONY: all deps build run check asan tsan clang fuzz bench chaos install format clean
 
 all: build
 
@@ -77,6 +77,14 @@ bench:
 	bench/run-keeld.sh
 	bench/run-cluster.sh
 	bench/run-http.sh
+
+# The chaos harness of keeld's cluster mode in full (docs/cluster.md):
+# a throwaway PostgreSQL, 3 nodes, 300 jobs firing every second, 60 SIGKILLs,
+# 5 database stops, about 8 minutes; then the checks from the database.
+# CHAOS_ARGS adds options, e.g. CHAOS_ARGS="--seed 42 --keep".
+CHAOS_ARGS ?=
+chaos: build
+	./$(BUILD)/tests/chaos/keel-chaos --nodes 3 --jobs 300 --kills 60 --pg-stops 5 $(CHAOS_ARGS)
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
