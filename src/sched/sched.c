@@ -135,18 +135,31 @@ struct keel_sched {
 	/* cluster mode (cfg.cluster); times are monotonic ns unless named */
 	char **tags;
 	size_t n_tags;
-	int leader;	      /* ticks and rescues while set */
-	int64_t term;	      /* the lease's term when we hold it */
-	int64_t lead_until;   /* our lease's end on our own clock */
-	int64_t last_beat;
-	int64_t store_ok_since; /* since when beats succeed; 0 = failing */
+	int leader;	      /* ticks and rescues while set (atomic) */
+	int64_t term;	      /* the lease's term when we hold it (atomic) */
+	int64_t lead_until;   /* our lease's end on our own clock (atomic) */
+	int64_t last_duty;    /* the loop's cluster duties */
+	int64_t store_ok_since; /* since when beats succeed; 0 = failing
+				   (atomic) */
+	/* the beat thread's, under bmu */
+	pthread_mutex_t bmu;
+	pthread_cond_t bwake;
+	pthread_t beat;
+	int beat_running, beat_quit, beat_now;
+	struct held {
+		int64_t id;
+		uint64_t claim;
+	} *held;	      /* what this node beats */
+	size_t nheld, capheld;
+	int64_t *lost;	      /* ids the store says are no longer ours */
+	size_t nlost;
 	int64_t next_claim;
 	int claim_now;	      /* claim at the next pass (new runs, a full
 				 claim) */
 	int recovered;	      /* our own runs of a previous life recovered */
 	uint64_t reloads;
 	int64_t skew;	      /* ms: store clock - wall clock (atomic) */
-	struct keel_sched_cluster ci; /* for keel_sched_cluster_info */
+	struct keel_sched_cluster ci; /* keel_sched_cluster_info; under bmu */
 
 	/* metrics (NULL without a registry) */
 	struct keel_family *m_runs, *m_dur, *m_queue, *m_running,
@@ -182,6 +195,76 @@ static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
+}
+
+/* Leadership, shared by the beat thread (which decides it) and the loop
+ * (which ticks and rescues under it): atomics. */
+static int is_leader(struct keel_sched *s)
+{
+	return __atomic_load_n(&s->leader, __ATOMIC_ACQUIRE);
+}
+
+static int64_t lead_until(struct keel_sched *s)
+{
+	return __atomic_load_n(&s->lead_until, __ATOMIC_ACQUIRE);
+}
+
+static int64_t cur_term(struct keel_sched *s)
+{
+	return __atomic_load_n(&s->term, __ATOMIC_ACQUIRE);
+}
+
+static void set_leader(struct keel_sched *s, int leader)
+{
+	if (!leader)
+		__atomic_store_n(&s->lead_until, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->leader, leader, __ATOMIC_RELEASE);
+	if (s->m_leader != NULL)
+		keel_gauge_set(keel_gauge_with(s->m_leader), leader);
+}
+
+/* The loop found the term refused (ticks, rescue): another node leads. */
+static void step_down(struct keel_sched *s, const char *what)
+{
+	keel_log_warn(s->log, MOD, what, KEEL_INT("term", cur_term(s)));
+	set_leader(s, 0);
+}
+
+/* ---- the runs this node holds (cluster) --------------------------------- */
+
+/* A run held from its claim until its result is stored (or refused):
+ * what the beat thread beats. Under s->bmu. */
+static void held_add(struct keel_sched *s, int64_t id, uint64_t claim)
+{
+	if (claim == 0)
+		return;
+	pthread_mutex_lock(&s->bmu);
+	if (s->nheld == s->capheld) {
+		size_t cap = s->capheld ? s->capheld * 2 : 64;
+		struct held *p = realloc(s->held, cap * sizeof(*p));
+
+		if (p == NULL) { /* unbeaten: rescued, at worst retried */
+			pthread_mutex_unlock(&s->bmu);
+			return;
+		}
+		s->held = p;
+		s->capheld = cap;
+	}
+	s->held[s->nheld].id = id;
+	s->held[s->nheld++].claim = claim;
+	pthread_mutex_unlock(&s->bmu);
+}
+
+static void held_remove(struct keel_sched *s, int64_t id)
+{
+	pthread_mutex_lock(&s->bmu);
+	for (size_t i = 0; i < s->nheld; i++) {
+		if (s->held[i].id == id) {
+			s->held[i] = s->held[--s->nheld];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->bmu);
 }
 
 static char *xstrdup(const char *s)
@@ -867,6 +950,8 @@ static void flush_done(struct keel_sched *s)
 			e->running--;
 		s->inflight--;
 		s->st.finished++;
+		if (item == 0 || item == -ESTALE || item == -ENOENT)
+			held_remove(s, d->run.id); /* the store has its end */
 		if (item == 0) {
 			count_finish(s, &d->run);
 			/* In a cluster the retry waits in the store, for any
@@ -940,6 +1025,7 @@ static void work_book(struct keel_sched *s, struct entry *e, struct work *w)
 {
 	w->act->id = w->run.id;
 	w->act->claim = w->run.claim;
+	held_add(s, w->run.id, w->run.claim); /* beaten from now on */
 	e->ref->refs++;
 	e->running++;
 	w->act->next = e->acts;
@@ -1447,7 +1533,7 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 
 	memset(&b, 0, sizeof(b));
 	if (s->cfg.cluster) {
-		b.term = s->term;
+		b.term = cur_term(s);
 		rc = count_active(s, now);
 	}
 	for (size_t i = 0; i < s->njobs && rc == 0; i++) {
@@ -1473,11 +1559,8 @@ static void tick_pass(struct keel_sched *s, int64_t now)
 		rc = ok != NULL ? tick_one_by_one(s, &b, ok) : -ENOMEM;
 	}
 	if (rc == -ESTALE && s->cfg.cluster) {
-		keel_log_warn(s->log, MOD,
-			      "ticks refused: this node's term no longer holds "
-			      "the lease; stepping down",
-			      KEEL_INT("term", s->term));
-		s->leader = 0;
+		step_down(s, "ticks refused: this node's term no longer "
+			     "holds the lease; stepping down");
 	} else if (rc != 0 && b.n > 0) {
 		keel_log_error(s->log, MOD, "cannot store due ticks; retrying",
 			       KEEL_INT("code", rc),
@@ -1565,6 +1648,7 @@ static void flush_unsaved(struct keel_sched *s)
 		}
 		*p = u->link;
 		__atomic_sub_fetch(&s->nunsaved, 1, __ATOMIC_RELEASE);
+		held_remove(s, u->run.id);
 		if (rc == 0 && u->has_next && !s->cfg.cluster &&
 		    find(s, u->next.job) != NULL)
 			pend_add(s, &u->next);
@@ -1714,24 +1798,19 @@ static int jobs_sync(struct keel_sched *s)
 	return 0;
 }
 
-static void set_leader(struct keel_sched *s, int leader)
-{
-	s->leader = leader;
-	if (s->m_leader != NULL)
-		keel_gauge_set(keel_gauge_with(s->m_leader), leader);
-}
+/* ---- the beat thread (cluster) ------------------------------------------ */
 
-/* Under s->mu: the lease as the store answered (rc == 0) or not. t0 is
+/* Under s->bmu: the lease as the store answered (rc == 0) or not. t0 is
  * when the call began: our lease lasts ttl from then on our own clock,
  * never longer than the store's. */
 static void lease_seen(struct keel_sched *s, int rc,
 		       const struct keel_store_lease *l, int64_t t0)
 {
 	if (rc != 0) {
-		if (s->leader)
+		if (is_leader(s))
 			keel_log_error(s->log, MOD,
 				       "cannot renew the lease: stepping down",
-				       KEEL_INT("term", s->term),
+				       KEEL_INT("term", cur_term(s)),
 				       KEEL_STR("store",
 						keel_store_errmsg(s->cfg.store)));
 		set_leader(s, 0);
@@ -1742,7 +1821,7 @@ static void lease_seen(struct keel_sched *s, int rc,
 	s->ci.term = l->term;
 	s->ci.expires_at = l->expires_at;
 	if (strcmp(l->holder, s->node) == 0) {
-		if (!s->leader || s->term != l->term) {
+		if (!is_leader(s) || cur_term(s) != l->term) {
 			keel_log_info(s->log, MOD, "this node leads",
 				      KEEL_INT("term", l->term));
 			event(s, "info", "leader.elected", NULL, 0,
@@ -1750,11 +1829,12 @@ static void lease_seen(struct keel_sched *s, int rc,
 			      (long long)l->term);
 			s->ci.elected++;
 		}
-		s->term = l->term;
-		s->lead_until = t0 + s->cfg.lease_ttl;
+		__atomic_store_n(&s->term, l->term, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->lead_until, t0 + s->cfg.lease_ttl,
+				 __ATOMIC_RELEASE);
 		set_leader(s, 1);
 	} else {
-		if (s->leader)
+		if (is_leader(s))
 			keel_log_warn(s->log, MOD, "no longer the leader",
 				      KEEL_STR("leader", l->holder),
 				      KEEL_INT("term", l->term));
@@ -1762,114 +1842,59 @@ static void lease_seen(struct keel_sched *s, int rc,
 	}
 }
 
-struct beat_set {
-	int64_t *ids;
-	uint64_t *claims;
-	int *rcs;
-	size_t n;
-};
-
-/* Under s->mu: every run this node holds in the store: running, finished
- * but not yet committed, or with a result the store has not taken. */
-static int beat_set(struct keel_sched *s, struct beat_set *b)
-{
-	size_t cap = s->inflight + s->nunsaved + 1;
-
-	memset(b, 0, sizeof(*b));
-	b->ids = calloc(cap, sizeof(*b->ids));
-	b->claims = calloc(cap, sizeof(*b->claims));
-	b->rcs = calloc(cap, sizeof(*b->rcs));
-	if (b->ids == NULL || b->claims == NULL || b->rcs == NULL)
-		return -ENOMEM;
-#define BEAT_ADD(id_, claim_)                                                  \
-	do {                                                                   \
-		if ((claim_) != 0 && b->n < cap) {                             \
-			b->ids[b->n] = (id_);                                  \
-			b->claims[b->n++] = (claim_);                          \
-		}                                                              \
-	} while (0)
-	for (size_t i = 0; i < s->njobs; i++)
-		for (struct act *a = s->jobs[i]->acts; a != NULL; a = a->next)
-			if (!a->lost)
-				BEAT_ADD(a->id, a->claim);
-	for (struct done *d = s->done; d != NULL; d = d->link)
-		BEAT_ADD(d->run.id, d->run.claim);
-	for (struct unsaved *u = s->unsaved; u != NULL; u = u->link)
-		BEAT_ADD(u->run.id, u->run.claim);
-#undef BEAT_ADD
-	return 0;
-}
-
-static void beat_set_free(struct beat_set *b)
-{
-	free(b->ids);
-	free(b->claims);
-	free(b->rcs);
-}
-
-/* Under s->mu: the runs the store says are no longer ours are stopped. */
-static void runs_lost(struct keel_sched *s, const struct beat_set *b)
-{
-	for (size_t k = 0; k < b->n; k++) {
-		if (b->rcs[k] != -ESTALE)
-			continue;
-		for (size_t i = 0; i < s->njobs; i++) {
-			for (struct act *a = s->jobs[i]->acts; a != NULL;
-			     a = a->next) {
-				if (a->id != b->ids[k] || a->lost)
-					continue;
-				a->lost = 1;
-				s->ci.lost++;
-				keel_cancel_cancel(&a->cancel, -ECANCELED);
-				keel_log_warn(s->log, MOD,
-					      "run is no longer this node's "
-					      "(rescued, canceled or deleted "
-					      "elsewhere): stopping it",
-					      KEEL_STR("job", s->jobs[i]->name),
-					      KEEL_INT("run_id", a->id));
-			}
-		}
-	}
-}
-
 /*
- * Cluster, under s->mu (released during the beats): takes or renews the
- * lease (a stopping node gives it up), beats the node and its runs, and
- * learns the store's clock; then the first beat recovers our own runs of
- * a previous life, every beat reloads the jobs, and the leader rescues
- * the runs of nodes that stopped beating.
+ * One beat, on the beat thread: takes or renews the lease (a stopping
+ * node gives it up), beats the node and the runs it holds, and learns the
+ * store's clock. It takes no lock the loop holds across a store call, so
+ * a loop busy with a long pass never makes the leader miss its renewal.
+ * Runs the store says are no longer ours go to s->lost for the loop.
  */
-static void cluster_beat(struct keel_sched *s, int64_t mono)
+static void beat_once(struct keel_sched *s)
 {
 	struct keel_store *st = s->cfg.store;
 	struct keel_store_lease lease;
-	struct beat_set b;
-	int64_t t0, w0, w1, store_now = 0, term = s->term;
-	int running = (int)s->inflight, stopping = s->stopping;
-	int leader = s->leader, lrc = 0, brc, rrc = 0;
+	int64_t *ids = NULL, t0, w0, w1, store_now = 0, mono;
+	uint64_t *claims = NULL;
+	int *rcs = NULL;
+	size_t n;
+	int stopping = __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE);
+	int lrc = 0, brc, rrc = 0;
 
-	if (beat_set(s, &b) != 0) {
-		beat_set_free(&b);
-		return; /* out of memory: the next beat */
+	pthread_mutex_lock(&s->bmu);
+	n = s->nheld;
+	ids = calloc(n + 1, sizeof(*ids));
+	claims = calloc(n + 1, sizeof(*claims));
+	rcs = calloc(n + 1, sizeof(*rcs));
+	if (ids == NULL || claims == NULL || rcs == NULL) {
+		pthread_mutex_unlock(&s->bmu);
+		goto out; /* out of memory: the next beat */
 	}
-	pthread_mutex_unlock(&s->mu);
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = s->held[i].id;
+		claims[i] = s->held[i].claim;
+	}
+	pthread_mutex_unlock(&s->bmu);
+
 	t0 = keel_clock_now(NULL);
 	memset(&lease, 0, sizeof(lease));
 	if (!stopping)
 		lrc = keel_store_lease_acquire(st, s->node,
 					       s->cfg.lease_ttl / NS_PER_MS,
 					       &lease);
-	else if (leader)
-		(void)keel_store_lease_release(st, s->node, term);
+	else if (is_leader(s) &&
+		 keel_store_lease_release(st, s->node, cur_term(s)) == 0)
+		keel_log_info(s->log, MOD, "lease given up",
+			      KEEL_INT("term", cur_term(s)));
 	w0 = wall_ms();
-	brc = keel_store_node_beat(st, s->node, running,
+	brc = keel_store_node_beat(st, s->node, (int)n,
 				   (const char *const *)s->tags, s->n_tags,
 				   &store_now);
 	w1 = wall_ms();
-	if (b.n > 0)
-		rrc = keel_store_runs_beat(st, b.ids, b.claims, b.n, b.rcs);
-	pthread_mutex_lock(&s->mu);
+	if (n > 0)
+		rrc = keel_store_runs_beat(st, ids, claims, n, rcs);
+	mono = keel_clock_now(NULL);
 
+	pthread_mutex_lock(&s->bmu);
 	if (stopping)
 		set_leader(s, 0);
 	else
@@ -1882,20 +1907,116 @@ static void cluster_beat(struct keel_sched *s, int64_t mono)
 		s->ci.beat_at = store_now;
 	}
 	if (lrc != 0 || brc != 0 || (rrc != 0 && rrc != -ESTALE)) {
-		if (s->store_ok_since != 0)
+		if (__atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE) != 0)
 			keel_log_error(s->log, MOD,
 				       "cannot beat: the store is unreachable; "
 				       "runs go on, results are kept",
 				       KEEL_STR("store", keel_store_errmsg(st)));
-		s->store_ok_since = 0;
-		beat_set_free(&b);
-		return;
-	}
-	if (s->store_ok_since == 0)
-		s->store_ok_since = mono;
-	runs_lost(s, &b);
-	beat_set_free(&b);
+		__atomic_store_n(&s->store_ok_since, 0, __ATOMIC_RELEASE);
+	} else {
+		if (__atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE) == 0)
+			__atomic_store_n(&s->store_ok_since, mono,
+					 __ATOMIC_RELEASE);
+		for (size_t k = 0; k < n; k++) {
+			int64_t *p;
 
+			if (rcs[k] != -ESTALE)
+				continue;
+			for (size_t i = 0; i < s->nheld; i++) {
+				if (s->held[i].id == ids[k]) {
+					s->held[i] = s->held[--s->nheld];
+					break;
+				}
+			}
+			p = realloc(s->lost, (s->nlost + 1) * sizeof(*p));
+			if (p != NULL) {
+				s->lost = p;
+				s->lost[s->nlost++] = ids[k];
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->bmu);
+	pthread_cond_signal(&s->wake); /* the loop's duties */
+out:
+	free(ids);
+	free(claims);
+	free(rcs);
+}
+
+static void *beat_main(void *arg)
+{
+	struct keel_sched *s = arg;
+
+	pthread_mutex_lock(&s->bmu);
+	while (!s->beat_quit) {
+		struct timespec ts;
+		int64_t at;
+
+		pthread_mutex_unlock(&s->bmu);
+		beat_once(s);
+		pthread_mutex_lock(&s->bmu);
+		/* Stopping wakes it early: the lease is given up at once. */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		at = (int64_t)ts.tv_sec * KEEL_SEC + ts.tv_nsec + s->cfg.heartbeat;
+		ts.tv_sec = (time_t)(at / KEEL_SEC);
+		ts.tv_nsec = (long)(at % KEEL_SEC);
+		if (!s->beat_quit && !s->beat_now)
+			pthread_cond_timedwait(&s->bwake, &s->bmu, &ts);
+		s->beat_now = 0;
+	}
+	pthread_mutex_unlock(&s->bmu);
+	return NULL;
+}
+
+/* Under s->mu: the runs the store said are no longer ours are stopped. */
+static void runs_lost(struct keel_sched *s)
+{
+	int64_t *lost;
+	size_t n;
+
+	pthread_mutex_lock(&s->bmu);
+	lost = s->lost;
+	n = s->nlost;
+	s->lost = NULL;
+	s->nlost = 0;
+	pthread_mutex_unlock(&s->bmu);
+	for (size_t k = 0; k < n; k++) {
+		for (size_t i = 0; i < s->njobs; i++) {
+			for (struct act *a = s->jobs[i]->acts; a != NULL;
+			     a = a->next) {
+				if (a->id != lost[k] || a->lost)
+					continue;
+				a->lost = 1;
+				pthread_mutex_lock(&s->bmu);
+				s->ci.lost++;
+				pthread_mutex_unlock(&s->bmu);
+				keel_cancel_cancel(&a->cancel, -ECANCELED);
+				keel_log_warn(s->log, MOD,
+					      "run is no longer this node's "
+					      "(rescued, canceled or deleted "
+					      "elsewhere): stopping it",
+					      KEEL_STR("job", s->jobs[i]->name),
+					      KEEL_INT("run_id", a->id));
+			}
+		}
+	}
+	free(lost);
+}
+
+/*
+ * Cluster, on the loop under s->mu, once a heartbeat: stops the runs that
+ * are no longer ours; after the first good beat, stores a previous life's
+ * spooled results and recovers its runs (before any claim); reloads the
+ * jobs; and, leading, rescues the runs of nodes that stopped beating.
+ */
+static void cluster_duties(struct keel_sched *s, int64_t mono)
+{
+	struct keel_store *st = s->cfg.store;
+	int64_t ok_since = __atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE);
+
+	runs_lost(s);
+	if (ok_since == 0)
+		return; /* the store does not answer the beats */
 	if (!s->recovered) {
 		struct recover_ctx rctx = { s, "run was running when this node "
 					       "stopped: crashed" };
@@ -1907,7 +2028,7 @@ static void cluster_beat(struct keel_sched *s, int64_t mono)
 			flush_unsaved(s);
 		if (keel_store_recover_node(st, s->node, now_ms(s),
 					    recover_decide, &rctx, &n) != 0)
-			return; /* the next beat */
+			return; /* the next time */
 		s->recovered = 1;
 		s->claim_now = 1;
 		if (n > 0)
@@ -1917,24 +2038,23 @@ static void cluster_beat(struct keel_sched *s, int64_t mono)
 			      n, s->node);
 	}
 	(void)jobs_sync(s);
-	if (s->leader && !stopping &&
-	    mono - s->store_ok_since >= s->cfg.rescue_after / 2 &&
-	    keel_clock_now(NULL) < s->lead_until) {
+	if (is_leader(s) && !s->stopping &&
+	    mono - ok_since >= s->cfg.rescue_after / 2 &&
+	    keel_clock_now(NULL) < lead_until(s)) {
 		struct recover_ctx rctx = { s, "run rescued: its node stopped "
 					       "beating" };
 		size_t n = 0;
-		int rc = keel_store_rescue(st, s->term,
+		int rc = keel_store_rescue(st, cur_term(s),
 					   s->cfg.rescue_after / NS_PER_MS,
 					   recover_decide, &rctx, &n);
 
 		if (rc == -ESTALE) {
-			keel_log_warn(s->log, MOD,
-				      "rescue refused: this node's term no "
-				      "longer holds the lease; stepping down",
-				      KEEL_INT("term", s->term));
-			set_leader(s, 0);
+			step_down(s, "rescue refused: this node's term no "
+				     "longer holds the lease; stepping down");
 		} else if (rc == 0 && n > 0) {
+			pthread_mutex_lock(&s->bmu);
 			s->ci.rescued += n;
+			pthread_mutex_unlock(&s->bmu);
 			if (s->m_rescued != NULL)
 				(void)keel_counter_add(
 					keel_counter_with(s->m_rescued),
@@ -2040,16 +2160,16 @@ static void *loop_main(void *arg)
 
 		__atomic_store_n(&s->st.loop_at, mono, __ATOMIC_RELAXED);
 		flush_done(s);
-		if (cluster && mono - s->last_beat >= s->cfg.heartbeat) {
-			s->last_beat = mono;
-			cluster_beat(s, mono);
+		if (cluster && mono - s->last_duty >= s->cfg.heartbeat) {
+			s->last_duty = mono;
+			cluster_duties(s, mono);
 			now = now_ms(s);
 			mono = keel_clock_now(NULL);
 		}
 		/* A stopping keeld ticks and starts nothing more; in a
 		 * cluster only the leader ticks, while its lease lasts. */
 		ticks = !s->stopping &&
-			(!cluster || (s->leader && mono < s->lead_until));
+			(!cluster || (is_leader(s) && mono < lead_until(s)));
 		if (ticks)
 			tick_pass(s, now);
 		if (s->unsaved != NULL &&
@@ -2064,7 +2184,7 @@ static void *loop_main(void *arg)
 		s->passes++;
 		pthread_cond_broadcast(&s->idle);
 		if (mono - s->last_prune >= s->cfg.prune_interval &&
-		    (!cluster || s->leader)) {
+		    (!cluster || is_leader(s))) {
 			s->last_prune = mono;
 			prune(s, now);
 		}
@@ -2075,7 +2195,7 @@ static void *loop_main(void *arg)
 				wake = nx * MS_PER_S;
 		}
 		if (cluster) {
-			int64_t beat = now + (s->last_beat + s->cfg.heartbeat -
+			int64_t beat = now + (s->last_duty + s->cfg.heartbeat -
 					      mono) / NS_PER_MS;
 
 			if (beat < wake)
@@ -2200,9 +2320,11 @@ static int spool_load(struct keel_sched *s, char *err, size_t errlen)
 	rc = keel__spool_load(s->spool, &items, &n, err, errlen);
 	if (rc != 0)
 		return rc;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		held_add(s, items[i].run.id, items[i].run.claim);
 		keep_unsaved(s, &items[i].run, &items[i].next,
 			     items[i].has_next);
+	}
 	if (n > 0)
 		keel_log_warn(s->log, MOD,
 			      "results a previous keeld could not store are "
@@ -2369,11 +2491,13 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 		snprintf(s->node, sizeof(s->node), "localhost");
 	s->cfg.node = s->node;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->bmu, NULL);
 	s->done_tail = &s->done;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &ca);
 	pthread_cond_init(&s->idle, &ca);
+	pthread_cond_init(&s->bwake, &ca);
 	pthread_condattr_destroy(&ca);
 	s->st.started_at = now_ms(s);
 	s->cfg.tags = NULL; /* copied into s->tags */
@@ -2423,6 +2547,21 @@ int keel_sched_new(const struct keel_sched_config *cfg, struct keel_sched **out,
 	return 0;
 }
 
+/* Ends the beat thread (its last beat done). */
+static void beat_stop(struct keel_sched *s)
+{
+	int join;
+
+	pthread_mutex_lock(&s->bmu);
+	s->beat_quit = 1;
+	join = s->beat_running;
+	s->beat_running = 0;
+	pthread_cond_signal(&s->bwake);
+	pthread_mutex_unlock(&s->bmu);
+	if (join)
+		pthread_join(s->beat, NULL);
+}
+
 int keel_sched_start(struct keel_sched *s)
 {
 	int rc;
@@ -2436,12 +2575,23 @@ int keel_sched_start(struct keel_sched *s)
 	}
 	__atomic_store_n(&s->started, 1, __ATOMIC_RELEASE);
 	s->last_prune = keel_clock_now(NULL);
-	rc = pthread_create(&s->loop, NULL, loop_main, s);
+	if (s->cfg.cluster) {
+		rc = pthread_create(&s->beat, NULL, beat_main, s);
+		if (rc == 0)
+			s->beat_running = 1;
+	} else {
+		rc = 0;
+	}
+	if (rc == 0)
+		rc = pthread_create(&s->loop, NULL, loop_main, s);
 	if (rc == 0)
 		s->loop_running = 1;
 	else
 		s->started = 0;
 	pthread_mutex_unlock(&s->mu);
+	if (rc != 0 && s->beat_running) {
+		beat_stop(s);
+	}
 	if (rc != 0)
 		return -EAGAIN;
 	event(s, "info", "keeld.started", NULL, 0, "scheduler started on %s",
@@ -2460,10 +2610,14 @@ int keel_sched_stop(struct keel_sched *s, int64_t timeout)
 	 * still run (so nobody rescues them) after giving the lease up. */
 	pthread_mutex_lock(&s->mu);
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-	if (s->cfg.cluster)
-		s->last_beat = 0; /* give the lease up at once */
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&s->mu);
+	if (s->cfg.cluster) { /* give the lease up at once */
+		pthread_mutex_lock(&s->bmu);
+		s->beat_now = 1;
+		pthread_cond_signal(&s->bwake);
+		pthread_mutex_unlock(&s->bmu);
+	}
 	/* Queued work stays in the store; running attempts get timeout. */
 	if (s->pool != NULL &&
 	    keel_pool_shutdown(s->pool, KEEL_POOL_DRAIN,
@@ -2484,16 +2638,18 @@ int keel_sched_stop(struct keel_sched *s, int64_t timeout)
 	pthread_mutex_unlock(&s->mu);
 	if (join)
 		pthread_join(s->loop, NULL);
-	/* The loop is gone: commit what the workers finished. */
+	/* The loop is gone: commit what the workers finished, then stop
+	 * beating (the runs still unsaved stay in the spool). */
 	pthread_mutex_lock(&s->mu);
 	flush_done(s);
 	if (s->unsaved != NULL)
 		flush_unsaved(s);
-	if (s->cfg.cluster && s->leader) {
-		(void)keel_store_lease_release(s->cfg.store, s->node, s->term);
+	pthread_mutex_unlock(&s->mu);
+	beat_stop(s);
+	if (s->cfg.cluster && is_leader(s)) {
+		(void)keel_store_lease_release(s->cfg.store, s->node, cur_term(s));
 		set_leader(s, 0);
 	}
-	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
 
@@ -2540,9 +2696,13 @@ void keel_sched_free(struct keel_sched *s)
 		free(s->tags[i]);
 	free(s->tags);
 	free(s->spool);
+	free(s->held);
+	free(s->lost);
 	pthread_cond_destroy(&s->wake);
 	pthread_cond_destroy(&s->idle);
+	pthread_cond_destroy(&s->bwake);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->bmu);
 	free(s);
 }
 
@@ -2911,18 +3071,18 @@ void keel_sched_cluster_info(struct keel_sched *s, struct keel_sched_cluster *ou
 	memset(out, 0, sizeof(*out));
 	if (s == NULL)
 		return;
-	pthread_mutex_lock(&s->mu);
+	pthread_mutex_lock(&s->bmu);
 	if (s->cfg.cluster) {
 		*out = s->ci;
 		out->cluster = 1;
-		out->leader = s->leader;
+		out->leader = is_leader(s);
 		out->heartbeat = s->cfg.heartbeat / NS_PER_MS;
 		out->rescue_after = s->cfg.rescue_after / NS_PER_MS;
 	} else {
 		out->leader = 1;
 		snprintf(out->holder, sizeof(out->holder), "%s", s->node);
 	}
-	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_unlock(&s->bmu);
 }
 
 int keel_sched_idle_wait(struct keel_sched *s, int64_t timeout)
