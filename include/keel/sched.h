@@ -48,9 +48,9 @@
  *             running crashed (keel_store_recover_node) before it claims.
  *             A node that cannot reach the store keeps running what it
  *             holds and keeps their results (beating them) until it can;
- *             a leader that was cut off waits rescue_after/2 after it
- *             reaches the store again before it rescues anything, so the
- *             other nodes can beat first.
+ *             a leader that was cut off for rescue_after/4 or more waits
+ *             rescue_after/2 after it reaches the store again before it
+ *             rescues anything, so the other nodes can beat first.
  *
  * Each run has a trace id (new per tick, kept by its retries), current on
  * the thread while it runs, so every log line about it carries it.

@@ -139,8 +139,12 @@ struct keel_sched {
 	int64_t term;	      /* the lease's term when we hold it (atomic) */
 	int64_t lead_until;   /* our lease's end on our own clock (atomic) */
 	int64_t last_duty;    /* the loop's cluster duties */
-	int64_t store_ok_since; /* since when beats succeed; 0 = failing
+	int64_t store_ok_since; /* since when beats succeed after an
+				   outage (or the start); 0 = never
 				   (atomic) */
+	int64_t store_failing_since; /* the first failed beat of the
+					current failure; 0 = none (atomic,
+					the beat thread writes) */
 	/* the beat thread's, under bmu */
 	pthread_mutex_t bmu;
 	pthread_cond_t bwake;
@@ -1907,16 +1911,30 @@ static void beat_once(struct keel_sched *s)
 		s->ci.beat_at = store_now;
 	}
 	if (lrc != 0 || brc != 0 || (rrc != 0 && rrc != -ESTALE)) {
-		if (__atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE) != 0)
+		if (s->store_failing_since == 0) {
 			keel_log_error(s->log, MOD,
 				       "cannot beat: the store is unreachable; "
 				       "runs go on, results are kept",
 				       KEEL_STR("store", keel_store_errmsg(st)));
-		__atomic_store_n(&s->store_ok_since, 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&s->store_failing_since, mono,
+					 __ATOMIC_RELEASE);
+		}
 	} else {
-		if (__atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE) == 0)
+		int64_t failed = s->store_failing_since;
+
+		/* Back after an outage long enough for other nodes' run
+		 * heartbeats to near rescue_after: the rescue waits for
+		 * them to beat (cluster_duties). A blip (a lock timeout, a
+		 * reconnect) is not one. */
+		if (s->store_ok_since == 0 ||
+		    (failed != 0 && mono - failed >= s->cfg.rescue_after / 4))
 			__atomic_store_n(&s->store_ok_since, mono,
 					 __ATOMIC_RELEASE);
+		if (failed != 0)
+			keel_log_info(s->log, MOD, "the store answers again",
+				      KEEL_INT("after_ms",
+					       (mono - failed) / NS_PER_MS));
+		__atomic_store_n(&s->store_failing_since, 0, __ATOMIC_RELEASE);
 		for (size_t k = 0; k < n; k++) {
 			int64_t *p;
 
@@ -2013,9 +2031,11 @@ static void cluster_duties(struct keel_sched *s, int64_t mono)
 {
 	struct keel_store *st = s->cfg.store;
 	int64_t ok_since = __atomic_load_n(&s->store_ok_since, __ATOMIC_ACQUIRE);
+	int failing = __atomic_load_n(&s->store_failing_since,
+				      __ATOMIC_ACQUIRE) != 0;
 
 	runs_lost(s);
-	if (ok_since == 0)
+	if (ok_since == 0 || failing)
 		return; /* the store does not answer the beats */
 	if (!s->recovered) {
 		struct recover_ctx rctx = { s, "run was running when this node "
