@@ -84,7 +84,7 @@ static int run_from(json_t *o, struct keel_run *r)
 		return -EIO;
 	if (keel_run_state_parse(state, &st) != 0 ||
 	    keel_run_trigger_parse(trigger, &tr) != 0 ||
-	    strlen(trace) >= sizeof(r->trace_id) || id <= 0)
+	    strlen(trace) >= sizeof(r->trace_id) || id < 0)
 		return -EIO;
 	errno = 0;
 	r->claim = strtoull(claim, &end, 10);

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 
+#include <keel/common.h>
 #include <keel/run.h>
 
 struct keel__spooled {
@@ -30,15 +31,16 @@ struct keel__spooled {
 
 /* Writes items[0..n) to path (n = 0: removes it). 0 or -errno; err gets
  * the reason. */
-int keel__spool_save(const char *path, const struct keel__spooled *items,
-		     size_t n, char *err, size_t errlen);
+/* Exported for tests/sched/test_spool.c only; not part of keel's API. */
+KEEL_API int keel__spool_save(const char *path, const struct keel__spooled *items,
+			      size_t n, char *err, size_t errlen);
 
 /* Reads path into a new array (*out, *n; keel__spool_free). A missing
  * file is an empty spool (0). -EIO for a file that is not a spool (err
  * says where), -errno else. */
-int keel__spool_load(const char *path, struct keel__spooled **out, size_t *n,
+KEEL_API int keel__spool_load(const char *path, struct keel__spooled **out, size_t *n,
 		     char *err, size_t errlen);
 
-void keel__spool_free(struct keel__spooled *items, size_t n);
+KEEL_API void keel__spool_free(struct keel__spooled *items, size_t n);
 
 #endif /* KEEL_SCHED_SPOOL_H */

@@ -43,6 +43,7 @@
 #include "http/http_client.h"
 #include "keeld_proc.h"
 #include "sched/pg_server.h"
+#include "sched/pg_test.h"
 
 #include <dirent.h>
 #include <keel/store.h>
@@ -54,37 +55,6 @@
 #define MAX_NODES 4
 /* The bound of every wait for the cluster to do something. */
 #define WAIT_S 20.0
-
-/* ------------------------------------------------------------------------
- * The server: started before main (so before keel_test.h forks a child per
- * case), stopped when main returns. 0 up, 1 cannot run here, -1 failed.
- * ------------------------------------------------------------------------ */
-
-static struct pg_server server;
-static char server_why[2048];
-static int server_state = -1;
-
-static void server_stop(void)
-{
-	pg_server_destroy(&server); /* the main process only */
-}
-
-__attribute__((constructor)) static void server_start(void)
-{
-	server_state =
-	    pg_server_start(&server, NULL, server_why, sizeof(server_why));
-	if (server_state == 0)
-		printf("PostgreSQL %d on %s\n", server.version, server.dir);
-	atexit(server_stop);
-}
-
-static void need_server(void)
-{
-	if (server_state == 1)
-		KEEL_TEST_SKIP(server_why);
-	if (server_state != 0)
-		KEEL_TEST_FAIL("the test server did not start: %s", server_why);
-}
 
 /* ------------------------------------------------------------------------
  * The case's cluster: a database, up to four nodes n1..n4, a pid file.
@@ -131,27 +101,6 @@ static void dump_logs(void)
 		}                                                              \
 	} while (0)
 
-static PGconn *pg_connect(const struct pg_server *pg, const char *db)
-{
-	char info[512];
-	PGconn *c;
-
-	pg_server_conninfo(pg, db, info, sizeof(info));
-	c = PQconnectdb(info);
-	if (PQstatus(c) != CONNECTION_OK)
-		KEEL_TEST_FAIL("connect to %s: %s", db, PQerrorMessage(c));
-	return c;
-}
-
-static void pg_exec(PGconn *c, const char *sql)
-{
-	PGresult *r = PQexec(c, sql);
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-	    PQresultStatus(r) != PGRES_TUPLES_OK)
-		KEEL_TEST_FAIL("%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-}
 
 /* A database of the case's own on pg, its URI, the nodes' directories. */
 static void cl_open(struct pg_server *pg, const char *name)
@@ -162,14 +111,14 @@ static void cl_open(struct pg_server *pg, const char *name)
 	memset(&cl, 0, sizeof(cl));
 	cl.pg = pg;
 	snprintf(cl.db, sizeof(cl.db), "kc_%s_%d", name, (int)getpid());
-	admin = pg_connect(pg, "postgres");
+	admin = pg_test_connect(pg, "postgres");
 	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", cl.db);
-	pg_exec(admin, sql);
+	pg_test_exec(admin, sql);
 	PQfinish(admin);
 	snprintf(cl.uri, sizeof(cl.uri),
 		 "postgresql:///%s?host=%s&port=%d&user=" PG_SERVER_USER, cl.db,
 		 pg->dir, pg->port);
-	cl.sql = pg_connect(pg, cl.db);
+	cl.sql = pg_test_connect(pg, cl.db);
 	for (int i = 0; i < MAX_NODES; i++) {
 		keeld_proc_init(&cl.node[i]);
 		snprintf(cl.id[i], sizeof(cl.id[i]), "n%d", i + 1);
@@ -234,10 +183,10 @@ static void cl_close(void)
 	}
 	PQfinish(cl.sql);
 	cl.sql = NULL;
-	admin = pg_connect(cl.pg, "postgres");
+	admin = pg_test_connect(cl.pg, "postgres");
 	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)",
 		 cl.db);
-	pg_exec(admin, sql);
+	pg_test_exec(admin, sql);
 	PQfinish(admin);
 	keel_test_leak_check();
 }
@@ -689,15 +638,15 @@ TEST(election)
 	/* A real race: the three nodes' first lease takes wait behind a lock
 	 * on the table, then all go at the same moment. */
 	migrate();
-	lock = pg_connect(cl.pg, cl.db);
-	pg_exec(lock, "BEGIN; LOCK TABLE lease IN SHARE MODE");
+	lock = pg_test_connect(cl.pg, cl.db);
+	pg_test_exec(lock, "BEGIN; LOCK TABLE lease IN SHARE MODE");
 	for (int i = 0; i < 3; i++)
 		node_start(i, NULL);
 	WAIT(WAIT_S, lock_waiters() >= 3,
 	     "the three nodes never waited for the lease together");
 	EXPECT(lease_get(&l) != 0, "someone took the lease through the lock");
 	t0 = keel_test_now();
-	pg_exec(lock, "COMMIT");
+	pg_test_exec(lock, "COMMIT");
 	PQfinish(lock);
 
 	/* Every node learns the outcome at its next beat. */

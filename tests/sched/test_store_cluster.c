@@ -56,32 +56,9 @@
 #include <keel/store.h>
 #include "keel_test.h"
 #include "pg_server.h"
+#include "pg_test.h"
 
 #include "../../src/sched/store_internal.h"
-
-/* ------------------------------------------------------------------------
- * The PostgreSQL server: started before main (before keel_test.h forks a
- * child per case), stopped when main returns. 0 up, 1 cannot run here, -1
- * failed.
- * ------------------------------------------------------------------------ */
-
-static struct pg_server server;
-static char server_why[2048];
-static int server_state = -1;
-
-static void server_stop(void)
-{
-	pg_server_destroy(&server);
-}
-
-__attribute__((constructor)) static void server_start(void)
-{
-	server_state =
-		pg_server_start(&server, NULL, server_why, sizeof(server_why));
-	if (server_state == 0)
-		printf("PostgreSQL %d on %s\n", server.version, server.dir);
-	atexit(server_stop);
-}
 
 /* ------------------------------------------------------------------------
  * The engine of the case
@@ -104,39 +81,17 @@ static int rm_one(const char *path, const struct stat *sb, int flag,
 	return remove(path);
 }
 
-static PGconn *pg_connect_db(const char *db)
-{
-	char info[512];
-	PGconn *c;
-
-	pg_server_conninfo(&server, db, info, sizeof(info));
-	c = PQconnectdb(info);
-	if (PQstatus(c) != CONNECTION_OK)
-		KEEL_TEST_FAIL("connect to %s: %s", db, PQerrorMessage(c));
-	return c;
-}
-
-static void pg_exec(PGconn *c, const char *sql)
-{
-	PGresult *r = PQexec(c, sql);
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-	    PQresultStatus(r) != PGRES_TUPLES_OK)
-		KEEL_TEST_FAIL("%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-}
-
 static void pg_admin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void pg_admin(const char *fmt, ...)
 {
 	char sql[256];
-	PGconn *c = pg_connect_db("postgres");
+	PGconn *c = pg_test_connect(&server, "postgres");
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(sql, sizeof(sql), fmt, ap);
 	va_end(ap);
-	pg_exec(c, sql);
+	pg_test_exec(c, sql);
 	PQfinish(c);
 }
 
@@ -242,7 +197,7 @@ static long long raw_int(const char *sql)
 		sqlite3_finalize(q);
 		sqlite3_close(db);
 	} else {
-		PGconn *c = pg_connect_db(dbname);
+		PGconn *c = pg_test_connect(&server, dbname);
 		PGresult *r = PQexec(c, sql);
 
 		if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
@@ -269,9 +224,9 @@ static void raw_exec(const char *sql)
 			KEEL_TEST_FAIL("%s: %s", sql, msg);
 		sqlite3_close(db);
 	} else {
-		PGconn *c = pg_connect_db(dbname);
+		PGconn *c = pg_test_connect(&server, dbname);
 
-		pg_exec(c, sql);
+		pg_test_exec(c, sql);
 		PQfinish(c);
 	}
 }
@@ -744,11 +699,11 @@ TEST(pg_takeover_waits_for_a_fenced_transaction)
 	CHECK_INT(l.term, ==, 1);
 	sleep_ms(400); /* expired */
 	/* What S_LEASE_CHECK does, held open as a long tick batch would. */
-	db = pg_connect_db(dbname);
-	pg_exec(db, "BEGIN");
-	pg_exec(db, "SELECT 1 FROM lease WHERE id = 1 FOR SHARE");
+	db = pg_test_connect(&server, dbname);
+	pg_test_exec(db, "BEGIN");
+	pg_test_exec(db, "SELECT 1 FROM lease WHERE id = 1 FOR SHARE");
 	CHECK_INT(keel_store_lease_acquire(b, "b", 300, &l), ==, -EBUSY);
-	pg_exec(db, "COMMIT");
+	pg_test_exec(db, "COMMIT");
 	CHECK_INT(keel_store_lease_acquire(b, "b", 300, &l), ==, 0);
 	CHECK_STR(l.holder, "b");
 	CHECK_INT(l.term, ==, 2);

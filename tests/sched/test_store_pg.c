@@ -48,41 +48,9 @@
 #include <keel/store.h>
 #include "keel_test.h"
 #include "pg_server.h"
+#include "pg_test.h"
 
 #include "../../src/sched/store_internal.h"
-
-/* ------------------------------------------------------------------------
- * The server: started before main (so before keel_test.h forks a child per
- * case), stopped when main returns. 0 up, 1 cannot run here, -1 failed.
- * ------------------------------------------------------------------------ */
-
-static struct pg_server server;
-static char server_why[2048];
-static int server_state = -1;
-
-static void server_stop(void)
-{
-	/* Runs in the main process only (cases end with _exit), and
-	 * pg_server_destroy checks that too. */
-	pg_server_destroy(&server);
-}
-
-__attribute__((constructor)) static void server_start(void)
-{
-	server_state =
-		pg_server_start(&server, NULL, server_why, sizeof(server_why));
-	if (server_state == 0)
-		printf("PostgreSQL %d on %s\n", server.version, server.dir);
-	atexit(server_stop);
-}
-
-static void need_server(void)
-{
-	if (server_state == 1)
-		KEEL_TEST_SKIP(server_why);
-	if (server_state != 0)
-		KEEL_TEST_FAIL("the test server did not start: %s", server_why);
-}
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -90,28 +58,6 @@ static void need_server(void)
 
 static char dbname[64];	 /* the case's database */
 static char conninfo[512]; /* and how to reach it */
-
-static PGconn *connect_to(const char *db)
-{
-	char info[512];
-	PGconn *c;
-
-	pg_server_conninfo(&server, db, info, sizeof(info));
-	c = PQconnectdb(info);
-	if (PQstatus(c) != CONNECTION_OK)
-		KEEL_TEST_FAIL("connect to %s: %s", db, PQerrorMessage(c));
-	return c;
-}
-
-static void sql_exec(PGconn *c, const char *sql)
-{
-	PGresult *r = PQexec(c, sql);
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-	    PQresultStatus(r) != PGRES_TUPLES_OK)
-		KEEL_TEST_FAIL("%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-}
 
 static long long sql_int(PGconn *c, const char *sql)
 {
@@ -130,13 +76,13 @@ static void admin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void admin(const char *fmt, ...)
 {
 	char sql[256];
-	PGconn *c = connect_to("postgres");
+	PGconn *c = pg_test_connect(&server, "postgres");
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(sql, sizeof(sql), fmt, ap);
 	va_end(ap);
-	sql_exec(c, sql);
+	pg_test_exec(c, sql);
 	PQfinish(c);
 }
 
@@ -158,7 +104,7 @@ static void db_cleanup(void)
  * does not show (and to corrupt it). */
 static PGconn *db_open(void)
 {
-	return connect_to(dbname);
+	return pg_test_connect(&server, dbname);
 }
 
 static struct keel_store *open_info(const char *info)
@@ -409,7 +355,7 @@ TEST(database_must_be_utf8)
 
 	db_setup();
 	snprintf(name, sizeof(name), "%s_ascii", dbname);
-	c = connect_to("postgres");
+	c = pg_test_connect(&server, "postgres");
 	{
 		char sql[256];
 
@@ -439,7 +385,7 @@ TEST(database_must_be_utf8)
 	CHECK_CONTAINS(err, name);
 	/* Refused before anything was written. */
 	PQfinish(c);
-	c = connect_to(name);
+	c = pg_test_connect(&server, name);
 	CHECK_INT(sql_int(c, "SELECT count(*) FROM pg_tables WHERE "
 			     "schemaname = 'public'"),
 		  ==, 0);
@@ -1447,7 +1393,7 @@ TEST(newer_schema_is_refused)
 	put_job(st, "a", 1);
 	keel_store_close(st);
 	db = db_open();
-	sql_exec(db, "UPDATE schema_version SET version = 9");
+	pg_test_exec(db, "UPDATE schema_version SET version = 9");
 	st = NULL;
 	CHECK_INT(keel_store_pg_open(conninfo, NULL, &st, err, sizeof(err)), ==,
 		  -EPROTO);
@@ -1457,7 +1403,7 @@ TEST(newer_schema_is_refused)
 	CHECK_CONTAINS(err, dbname);
 	/* Nothing was changed. */
 	CHECK_INT(sql_int(db, "SELECT version FROM schema_version"), ==, 9);
-	sql_exec(db, "UPDATE schema_version SET version = 3");
+	pg_test_exec(db, "UPDATE schema_version SET version = 3");
 	PQfinish(db);
 	st = open_ok();
 	keel_store_close(st);
@@ -1533,7 +1479,7 @@ TEST(migration_steps_apply_in_their_transaction)
 						    &st, err, sizeof(err)),
 			  ==, 0);
 		keel_store_close(st);
-		db = connect_to(fresh);
+		db = pg_test_connect(&server, fresh);
 		CHECK_INT(sql_int(db, "SELECT version FROM schema_version"),
 			  ==, n + 1);
 		CHECK_INT(sql_int(db, "SELECT count(*) FROM pg_tables WHERE "
@@ -2165,8 +2111,8 @@ TEST(row_lock_held_too_long_is_busy)
 	put_job(st, "a", 1000);
 	/* Another session (an operator, another node) holds a's row. */
 	db = db_open();
-	sql_exec(db, "BEGIN");
-	sql_exec(db, "SELECT * FROM jobs WHERE name = 'a' FOR UPDATE");
+	pg_test_exec(db, "BEGIN");
+	pg_test_exec(db, "SELECT * FROM jobs WHERE name = 'a' FOR UPDATE");
 	j = job_make("a", "@every 5m", "");
 	t0 = keel_test_now();
 	CHECK_INT(keel_store_job_put(st, j, 2000, &res), ==, -EBUSY);
@@ -2175,7 +2121,7 @@ TEST(row_lock_held_too_long_is_busy)
 	CHECK(keel_test_now() - t0 < 30); /* waited, but not for ever */
 	/* Reads do not wait for it. */
 	CHECK_INT(last_tick_of(st, "a"), ==, 1000);
-	sql_exec(db, "ROLLBACK");
+	pg_test_exec(db, "ROLLBACK");
 	/* Released: the same calls work, and the failed ones wrote
 	 * nothing. */
 	CHECK_INT(keel_store_job_put(st, j, 3000, &res), ==, 0);
@@ -2210,10 +2156,10 @@ TEST(batch_failing_as_a_whole_writes_nothing)
 	CHECK_INT(tick1(st, "a", 1060, &a), ==, 0);
 	CHECK_INT(tick1(st, "a", 1120, &b), ==, 0);
 	db = db_open();
-	sql_exec(db, "BEGIN");
+	pg_test_exec(db, "BEGIN");
 	snprintf(sql, sizeof(sql),
 		 "SELECT * FROM runs WHERE id = %lld FOR UPDATE", (long long)b);
-	sql_exec(db, sql);
+	pg_test_exec(db, sql);
 	ids[0] = a;
 	ids[1] = b;
 	CHECK_INT(keel_store_runs_start(st, ids, 2, 1130000, "n", rcs), ==,
@@ -2239,7 +2185,7 @@ TEST(batch_failing_as_a_whole_writes_nothing)
 	CHECK_INT(next.id, ==, 0);
 	CHECK_INT(state_of(st, a), ==, KEEL_RUN_QUEUED);
 	CHECK_INT(count_all(st, "a"), ==, 2);
-	sql_exec(db, "ROLLBACK");
+	pg_test_exec(db, "ROLLBACK");
 	/* Released: the same batch goes through. */
 	CHECK_INT(keel_store_runs_finish(st, items, 2, rcs), ==, 0);
 	CHECK_INT(rcs[0], ==, 0);
@@ -2302,11 +2248,11 @@ TEST(sessions_ended_by_an_administrator)
 	/* The new session has the store's settings again: a lock held
 	 * elsewhere still ends in -EBUSY, not in a wait without end. */
 	CHECK_INT(end_sessions(db), >=, 1);
-	sql_exec(db, "SET application_name = 'holder'");
-	sql_exec(db, "BEGIN");
-	sql_exec(db, "SELECT * FROM jobs WHERE name = 'a' FOR UPDATE");
+	pg_test_exec(db, "SET application_name = 'holder'");
+	pg_test_exec(db, "BEGIN");
+	pg_test_exec(db, "SELECT * FROM jobs WHERE name = 'a' FOR UPDATE");
 	CHECK_INT(keel_store_job_pause(st, "a", 1, 2000), ==, -EBUSY);
-	sql_exec(db, "ROLLBACK");
+	pg_test_exec(db, "ROLLBACK");
 	CHECK_INT(keel_store_job_pause(st, "a", 1, 2000), ==, 0);
 	PQfinish(db);
 	keel_store_close(st);
