@@ -754,6 +754,16 @@ static void queue_run(struct env *e, const char *job)
 	CHECK_INT(keel_store_run_insert(e->st, &r), ==, 0);
 }
 
+/* Job j, manual, one retry at once; one run of it queued. */
+static void put_queued_j(struct env *e)
+{
+	put(e, "{\"name\":\"j\",\"schedule\":\"@manual\","
+	       "\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
+	       "\"retry\":{\"max_attempts\":2,\"initial\":\"1ms\","
+	       "\"jitter\":false}}");
+	queue_run(e, "j");
+}
+
 TEST(leader_rescues_a_silent_nodes_run_and_retries_it)
 {
 	struct env e;
@@ -763,11 +773,7 @@ TEST(leader_rescues_a_silent_nodes_run_and_retries_it)
 	size_t n;
 
 	env_new(&e);
-	put(&e, "{\"name\":\"j\",\"schedule\":\"@manual\","
-		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
-		"\"retry\":{\"max_attempts\":2,\"initial\":\"1ms\","
-		"\"jitter\":false}}");
-	queue_run(&e, "j");
+	put_queued_j(&e);
 	id = claim_as(&e, "ghost");
 	CHECK_INT(keel_sched_start(e.s), ==, 0);
 	wait_final(&e, "j", 2, 10 * SEC);
@@ -801,11 +807,7 @@ TEST(own_runs_of_a_previous_life_recovered_before_claiming)
 	size_t n;
 
 	env_new(&e);
-	put(&e, "{\"name\":\"j\",\"schedule\":\"@manual\","
-		"\"executor\":{\"type\":\"handler\",\"name\":\"ok\"},"
-		"\"retry\":{\"max_attempts\":2,\"initial\":\"1ms\","
-		"\"jitter\":false}}");
-	queue_run(&e, "j");
+	put_queued_j(&e);
 	(void)claim_as(&e, "test-node"); /* this node, before it died */
 	CHECK_INT(keel_sched_start(e.s), ==, 0);
 	wait_final(&e, "j", 2, 10 * SEC);
