@@ -121,6 +121,34 @@ int keel__store_utf8(const char *s, const char **out, char **tmp)
 	return 0;
 }
 
+int keel__store_decide(struct keel_store *st, const struct keel_run *crashed,
+		       int (*decide)(const struct keel_run *crashed,
+				     struct keel_run *next, void *ud),
+		       void *ud, const char *what, struct keel_run *next)
+{
+	int rc, want;
+
+	memset(next, 0, sizeof(*next));
+	want = decide(crashed, next, ud);
+	if (want <= 0) {
+		keel_run_clear(next);
+		if (want < 0)
+			keel__store_errf(st, "%s: decide failed for run %lld (%d)",
+					 what, (long long)crashed->id, want);
+		return want;
+	}
+	if (next->job == NULL && (next->job = strdup(crashed->job)) == NULL) {
+		keel__store_errf(st, "out of memory");
+		return -ENOMEM;
+	}
+	rc = keel__store_run_check(st, next, 1);
+	if (rc != 0) {
+		keel_run_clear(next);
+		return rc;
+	}
+	return 1;
+}
+
 int keel__store_run_check(const struct keel_store *st,
 			  const struct keel_run *r, int need_job)
 {

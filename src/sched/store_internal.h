@@ -143,6 +143,17 @@ int keel__store_run_check(const struct keel_store *st,
 			  const struct keel_run *r, int need_job);
 
 /*
+ * Asks decide (keel_store_recover, _rescue) for the follow-up of crashed:
+ * 1 with *next a checked run to insert (its job defaults to crashed's;
+ * keel_run_clear it after), 0 for none, or a negative errno (decide's
+ * own, -ENOMEM, -EINVAL) with st's message set; what names the call.
+ */
+int keel__store_decide(struct keel_store *st, const struct keel_run *crashed,
+		       int (*decide)(const struct keel_run *crashed,
+				     struct keel_run *next, void *ud),
+		       void *ud, const char *what, struct keel_run *next);
+
+/*
  * The text a job is stored as: keel_job_to_json, compact, keys sorted, so
  * an unchanged job is stored as the same bytes; checked to read back.
  * *out is malloc'd. -ENOMEM, -EINVAL (j is not a valid job: the message

@@ -1682,30 +1682,12 @@ static int decide_next(struct pgs *p, struct conn *c, struct crashed *k,
 		       void *ud, const char *what)
 {
 	struct keel_run next;
-	int rc, want;
+	int rc = keel__store_decide(&p->base, &k->run, decide, ud, what, &next);
 
-	memset(&next, 0, sizeof(next));
-	want = decide(&k->run, &next, ud);
-	if (want < 0) {
-		keel_run_clear(&next);
-		keel__store_errf(&p->base, "%s: decide failed for run %lld (%d)",
-				 what, (long long)k->run.id, want);
-		return want;
-	}
-	if (want == 0) {
-		keel_run_clear(&next);
-		return 0;
-	}
-	if (next.job == NULL) {
-		next.job = strdup(k->run.job);
-		if (next.job == NULL)
-			return oom(p);
-	}
-	rc = keel__store_run_check(&p->base, &next, 1);
-	if (rc == 0)
-		rc = insert_run(p, c, &next, NULL,
-				next.trigger == KEEL_RUN_RETRY ? k->origin
-							       : NULL);
+	if (rc <= 0)
+		return rc;
+	rc = insert_run(p, c, &next, NULL,
+			next.trigger == KEEL_RUN_RETRY ? k->origin : NULL);
 	keel_run_clear(&next);
 	return rc;
 }

@@ -1439,32 +1439,12 @@ static int decide_next(struct sq *s, struct crashed *c,
 		       void *ud, const char *what)
 {
 	struct keel_run next;
-	int rc, want;
+	int rc = keel__store_decide(&s->base, &c->run, decide, ud, what, &next);
 
-	memset(&next, 0, sizeof(next));
-	want = decide(&c->run, &next, ud);
-	if (want < 0) {
-		keel_run_clear(&next);
-		keel__store_errf(&s->base, "%s: decide failed for run %lld (%d)",
-				 what, (long long)c->run.id, want);
-		return want;
-	}
-	if (want == 0) {
-		keel_run_clear(&next);
-		return 0;
-	}
-	if (next.job == NULL) {
-		next.job = strdup(c->run.job);
-		if (next.job == NULL) {
-			keel__store_errf(&s->base, "out of memory");
-			return -ENOMEM;
-		}
-	}
-	rc = keel__store_run_check(&s->base, &next, 1);
-	if (rc == 0)
-		rc = insert_run(s, &next, NULL,
-				next.trigger == KEEL_RUN_RETRY ? c->origin
-							       : NULL);
+	if (rc <= 0)
+		return rc;
+	rc = insert_run(s, &next, NULL,
+			next.trigger == KEEL_RUN_RETRY ? c->origin : NULL);
 	keel_run_clear(&next);
 	return rc;
 }
