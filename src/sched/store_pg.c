@@ -376,7 +376,9 @@ static const char *const sql[N_SID] = {
 			 "expires_at = EXCLUDED.expires_at WHERE l.holder = "
 			 "EXCLUDED.holder OR l.holder = '' OR l.expires_at <= "
 			 "(SELECT now FROM t) RETURNING holder, term, "
-			 "expires_at, (SELECT now FROM t)",
+			 /* the now the expiry was made from: t read again
+			  * (RETURNING's subquery) may be a ms later */
+			 "expires_at, expires_at - $2::bigint",
 	[S_LEASE_GET] = "SELECT holder, term, expires_at, " NOW_MS " FROM lease "
 			"WHERE id = 1",
 	[S_LEASE_RELEASE] = "UPDATE lease SET holder = '', expires_at = " NOW_MS
