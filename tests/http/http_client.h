@@ -58,6 +58,7 @@ struct hres {
 	long status;
 	char *body;
 	size_t len;
+	size_t cap; /* of body once on the heap */
 	char small[16384];
 	char headers[8192];
 	size_t hlen;
@@ -70,15 +71,22 @@ static size_t hres_body(char *p, size_t sz, size_t n, void *ud)
 	struct hres *r = ud;
 	size_t k = sz * n;
 
-	if (r->len + k + 1 > sizeof(r->small)) {
-		char *nb = r->body == r->small ? malloc(r->len + k + 1)
-					       : realloc(r->body, r->len + k + 1);
+	/* Doubling: an 8 MiB body comes in some 500 pieces, and growing to
+	 * the exact size each time copied gigabytes (seconds under ASan,
+	 * past the transfer's timeout). */
+	if (r->len + k + 1 > (r->body == r->small ? sizeof(r->small) : r->cap)) {
+		size_t cap = 2 * sizeof(r->small);
+		char *nb;
 
+		while (cap < r->len + k + 1)
+			cap *= 2;
+		nb = r->body == r->small ? malloc(cap) : realloc(r->body, cap);
 		if (nb == NULL)
 			return 0;
 		if (r->body == r->small)
 			memcpy(nb, r->small, r->len);
 		r->body = nb;
+		r->cap = cap;
 	}
 	memcpy(r->body + r->len, p, k);
 	r->len += k;
