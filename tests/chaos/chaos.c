@@ -38,6 +38,8 @@
  *
  * docs/cluster.md says how to run it and how to read what it prints.
  */
+/* How far behind the pause a job's last tick may be (check 1). */
+#define PAUSE_SLACK_MS 5000
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1171,12 +1173,14 @@ static void check_ticks(struct chaos *c)
 			   "j.created_at HAVING min(r.scheduled_at) > "
 			   "j.created_at + 2000 ORDER BY 1",
 			   "jobs whose first ticks are missing");
-	/* Ticks up to the pause were materialised (2 s for the last one). */
+	/* Ticks up to the pause were materialised: the last ones within
+	 * PAUSE_SLACK_MS, a leader's pass on a loaded machine (under ASan
+	 * a pass of 40 jobs was seen 2.1 s behind). */
 	snprintf(sql, sizeof(sql),
 		 "SELECT name, last_tick * 1000 AS last_tick_ms, "
 		 "%" PRId64 " AS pause_ms FROM jobs WHERE last_tick * 1000 < "
 		 "%" PRId64 " ORDER BY name",
-		 c->pause_ms, c->pause_ms - 2000);
+		 c->pause_ms, c->pause_ms - PAUSE_SLACK_MS);
 	behind =
 	    count_and_show(c, sql, "jobs whose ticks stop before the pause");
 	check_result(
