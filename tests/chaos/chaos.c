@@ -38,8 +38,6 @@
  *
  * docs/cluster.md says how to run it and how to read what it prints.
  */
-/* How far behind the pause a job's last tick may be (check 1). */
-#define PAUSE_SLACK_MS 5000
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,6 +65,9 @@
 #include "keeld_proc.h"
 #undef main
 #include "pg_server.h"
+
+/* How far behind the pause a job's last tick may be (check 1). */
+#define PAUSE_SLACK_MS 5000
 
 #define MAX_NODES 9
 #define DB_NAME "chaos"
