@@ -54,7 +54,8 @@ static int op_script(struct keel_exec *x, void *arg)
 	int i = s->calls < s->n ? s->calls : s->n - 1;
 
 	s->seen[s->calls < 16 ? s->calls : 15] = x->attempt;
-	s->calls++;
+	__atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST); /* a canceller
+							      thread reads it */
 	keel_defer(d_cleanup, (void *)(intptr_t)x->attempt);
 	if (s->work != 0)
 		keel_vclock_advance(s->vc, s->work);
@@ -1252,7 +1253,9 @@ TEST(cancelled_during_an_attempt_stops_retrying)
 
 struct canceller {
 	struct keel_cancel *tok;
-	struct keel_vclock *vc; /* NULL: cancel after 20 ms of real time */
+	struct keel_vclock *vc; /* NULL: cancel 20 ms of real time after the
+				   first call */
+	int *calls;		/* the script's calls (real time) */
 };
 
 static void *cancel_thread(void *arg)
@@ -1264,6 +1267,12 @@ static void *cancel_thread(void *arg)
 			usleep(1000);
 		usleep(5000); /* let it settle into the wait */
 	} else {
+		/* After the first attempt (a loaded machine may start it
+		 * late), once the retry waits. */
+		for (int i = 0; i < 5000 &&
+				__atomic_load_n(c->calls, __ATOMIC_SEQ_CST) == 0;
+		     i++)
+			usleep(1000);
 		usleep(20000);
 	}
 	keel_cancel_cancel(c->tok, 0);
@@ -1276,8 +1285,8 @@ TEST(cancel_interrupts_a_real_wait)
 	struct keel_outcome out;
 	struct keel_policy *p;
 	struct keel_cancel tok;
-	struct canceller c = { &tok, NULL };
 	struct script s = { .codes = { -EIO }, .n = 1 };
+	struct canceller c = { &tok, NULL, &s.calls };
 	pthread_t t;
 	double t0, took;
 
@@ -1307,7 +1316,7 @@ TEST(cancel_interrupts_a_virtual_wait)
 	struct keel_outcome out;
 	struct keel_policy *p;
 	struct keel_cancel tok;
-	struct canceller c = { &tok, &vc };
+	struct canceller c = { &tok, &vc, NULL };
 	struct script s = { .codes = { -EIO }, .n = 1 };
 	pthread_t t;
 
