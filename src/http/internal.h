@@ -23,6 +23,11 @@ struct keel__http_route {
 	keel_http_handler_fn fn;
 	void *ud;
 	unsigned flags;          /* KEEL_HTTP_BLOCKING */
+	size_t pattern_len;
+	uint64_t id; /* from the router: never 0, never reused in
+		      * the process (the metrics middleware's
+		      * cache key; 0: a route made by hand, not
+		      * cached) */
 };
 
 /* One response header. Its strings live in the response's arena, or on
@@ -66,7 +71,9 @@ struct keel_http_req {
 	struct keel_http_server *srv;
 	struct MHD_Connection *conn;     /* NULL once copied for the pool */
 	char method[16];
+	size_t method_len;
 	char *path;                      /* decoded: path_inline, or owned */
+	size_t path_len;
 	char path_inline[128];
 	const struct keel__http_route *route; /* NULL: 404/405 */
 	int route_status;                /* 200, 404, 405 (from the router) */
@@ -83,6 +90,7 @@ struct keel_http_req {
 	size_t body_len, body_cap;
 	int body_too_large;              /* more than max_body_size arrived */
 	char remote[64];                 /* "" until asked for */
+	size_t remote_len;
 	int64_t started;                 /* monotonic ns */
 	int64_t finished;                /* monotonic ns, 0 until read (once,
 					  * by metrics or access_log) */
@@ -93,10 +101,15 @@ struct keel_http_req {
 	} values[KEEL__HTTP_MAX_VALUES];
 	int nvalues;
 	char request_id[72];
+	size_t request_id_len;
 	/* The trace middleware's request headers, found by the server's one
 	 * pass over the headers (NULL: absent). They point into the
 	 * connection's memory, or into the copies once detached. */
 	const char *h_traceparent, *h_request_id;
+	/* Where the trace middleware leaves the request's trace context for
+	 * the recover middleware outside it (middleware.c); NULL: no recover
+	 * is running. */
+	void *trace_slot;
 	struct keel_http_resp resp;
 };
 
@@ -147,10 +160,11 @@ void keel__http_req_release(struct keel_http_req *rq);
  * run on another thread. 0 or -ENOMEM. */
 int keel__http_req_detach(struct keel_http_req *rq);
 
-/* The client's address as text into buf ("unknown" when it has none). */
+/* The client's address as text into buf ("unknown" when it has none);
+ * returns its length. */
 struct MHD_Connection;
-void keel__http_remote_addr(struct MHD_Connection *conn, char *buf, size_t len);
-
+size_t keel__http_remote_addr(struct MHD_Connection *conn, char *buf,
+			      size_t len);
 
 /* Server (server.c): counts a panic that a middleware (recover) stopped
  * before it reached the server's own scope, for keel_http_stats.panics.

@@ -102,12 +102,12 @@ static int64_t req_elapsed(struct keel_http_req *rq)
 	return rq->finished - rq->started;
 }
 
-/* Where the trace middleware leaves the request's context for recover. */
+/* Where the trace middleware leaves the request's context for recover
+ * (rq->trace_slot points at the innermost recover's). */
 struct trace_slot {
 	struct keel_trace t;
 	int set;
 };
-static const char trace_slot_key;
 
 /* The trace middleware's answer headers: tp, the request's traceparent
  * (formatted), and its request id. Both values are valid header values by
@@ -118,10 +118,9 @@ static void trace_headers_tp(struct keel_http_resp *rs,
 {
 	keel__http_set_header_checked(rs, "traceparent", 11, tp,
 				      KEEL_TRACEPARENT_LEN);
-	if (rq->request_id[0] != '\0')
-		keel__http_set_header_checked(rs, "X-Request-Id", 12,
-					      rq->request_id,
-					      strlen(rq->request_id));
+	if (rq->request_id_len != 0)
+		keel__http_set_header_checked(
+		    rs, "X-Request-Id", 12, rq->request_id, rq->request_id_len);
 }
 
 static void trace_headers(struct keel_http_resp *rs,
@@ -210,7 +209,7 @@ void keel_http_mw_recover(struct keel_http_req *rq, struct keel_http_resp *rs,
 			  const struct keel_http_next *next, void *ud)
 {
 	struct recover_frame f;
-	void *outer = keel_http_value(rq, &trace_slot_key);
+	struct trace_slot *outer = rq->trace_slot;
 	int old_stacks;
 
 	f.rq = rq;
@@ -218,9 +217,7 @@ void keel_http_mw_recover(struct keel_http_req *rq, struct keel_http_resp *rs,
 	f.next = next;
 	f.lg = ud;
 	f.slot.set = 0;
-	/* No slot free (16 values taken): the 500 goes without the trace
-	 * headers, and is still answered. */
-	keel_http_set_value(rq, &trace_slot_key, &f.slot);
+	rq->trace_slot = &f.slot;
 	old_stacks = keel_panic_capture_stacks(1);
 	keel_call(recover_run, &f);
 	if (!old_stacks) /* the server's threads have it on already */
@@ -228,8 +225,8 @@ void keel_http_mw_recover(struct keel_http_req *rq, struct keel_http_resp *rs,
 	/* The slot dies with this frame; an outer recover gets its own back
 	 * (and what the trace middleware left in ours). */
 	if (outer != NULL && f.slot.set)
-		*(struct trace_slot *)outer = f.slot;
-	keel_http_set_value(rq, &trace_slot_key, outer);
+		*outer = f.slot;
+	rq->trace_slot = outer;
 }
 
 /* ------------------------------------------------------------------------
@@ -281,11 +278,13 @@ void keel_http_mw_trace(struct keel_http_req *rq, struct keel_http_resp *rs,
 	keel_traceparent_format(&req, out_tp);
 	if (id != NULL && (idlen = request_id_len(id)) > 0) {
 		memcpy(rq->request_id, id, idlen + 1);
+		rq->request_id_len = idlen;
 	} else {
 		memcpy(rq->request_id, out_tp + 3, 32);
 		rq->request_id[32] = '\0';
+		rq->request_id_len = 32;
 	}
-	slot = keel_http_value(rq, &trace_slot_key);
+	slot = rq->trace_slot;
 	if (slot != NULL) {
 		slot->t = req;
 		slot->set = 1;
@@ -376,6 +375,7 @@ static size_t alog_fields(const void *data, size_t size, struct keel_field *f,
 
 static void alog_write(const struct alog *a, int panicked)
 {
+	struct keel_http_req *rq = a->rq;
 	int status = final_status(a->rs, panicked);
 	enum keel_log_level level = status >= 500   ? KEEL_LOG_ERROR
 				    : status >= 400 ? KEEL_LOG_WARN
@@ -392,16 +392,23 @@ static void alog_write(const struct alog *a, int panicked)
 
 	if (!keel_log_enabled(a->lg, level))
 		return;
-	str[A_METHOD] = a->rq->method;
-	str[A_PATH] = a->rq->path;
-	str[A_ROUTE] = keel_http_route_pattern(a->rq);
-	str[A_REMOTE] = keel_http_remote_addr(a->rq);
-	str[A_RID] = keel_http_request_id(a->rq);
+	/* The lengths are the request's: known since they were set. */
+	str[A_METHOD] = rq->method;
+	len[A_METHOD] = (uint32_t)rq->method_len;
+	str[A_PATH] = rq->path;
+	len[A_PATH] = (uint32_t)rq->path_len;
+	str[A_ROUTE] = rq->route != NULL ? rq->route->pattern : NULL;
+	len[A_ROUTE] = rq->route != NULL ? (uint32_t)rq->route->pattern_len : 0;
+	str[A_REMOTE] = keel_http_remote_addr(rq);
+	len[A_REMOTE] = (uint32_t)rq->remote_len;
+	str[A_RID] = keel_http_request_id(rq);
+	len[A_RID] = (uint32_t)rq->request_id_len;
 	for (i = 0; i < A_NSTR; i++) {
-		len[i] = str[i] != NULL ? (uint32_t)strlen(str[i]) : A_NULL;
+		if (str[i] == NULL)
+			len[i] = A_NULL;
 		size += str[i] != NULL ? len[i] : 0;
 	}
-	u.r.ms = (double)req_elapsed(a->rq) / 1e6;
+	u.r.ms = (double)req_elapsed(rq) / 1e6;
 	u.r.bytes = panicked ? 0 : a->rs->len;
 	u.r.status = status;
 	u.r.panicked = panicked;
@@ -457,7 +464,10 @@ void keel_http_mw_access_log(struct keel_http_req *rq,
  * lookups per request that lock would be the one point every request
  * crosses. So the middleware keeps its own cache: an open-addressing table
  * of entries per (method, route), each with the duration histogram and up
- * to 8 (status, counter) pairs. Readers take no lock: entries and pairs are
+ * to 8 (status, counter) pairs. Routes are keyed by their id (unique for
+ * the process, 0 for unmatched requests), which costs one multiply to hash
+ * and one compare to check, where the pattern's text cost a pass over it
+ * and a strcmp on every request. Readers take no lock: entries and pairs are
  * published with release stores and never change or go away before
  * keel_http_metrics_free. Misses take a mutex. When the table or an
  * entry's pairs are full, the lookup falls back to the family's lock.
@@ -478,7 +488,7 @@ static const char *const std_methods[] = {
 
 struct mentry {
 	unsigned method; /* index in std_methods, NMETHODS: OTHER */
-	uint64_t hash;
+	uint64_t route_id; /* 0: unmatched */
 	char *route;
 	struct keel_histogram *dur;
 	struct {
@@ -544,29 +554,57 @@ void keel_http_metrics_free(struct keel_http_metrics *m)
 	free(m);
 }
 
+/* The method's index in std_methods (NMETHODS: OTHER), by its first
+ * letter and one compare. */
 static unsigned method_index(const char *m)
 {
 	unsigned i;
 
-	for (i = 0; i < NMETHODS; i++)
-		if (strcmp(m, std_methods[i]) == 0)
-			return i;
-	return NMETHODS;
+	switch (m[0]) {
+	case 'G':
+		i = 0;
+		break;
+	case 'H':
+		i = 1;
+		break;
+	case 'P':
+		i = m[1] == 'O' ? 2 : m[1] == 'U' ? 3 : 5;
+		break;
+	case 'D':
+		i = 4;
+		break;
+	case 'O':
+		i = 6;
+		break;
+	case 'C':
+		i = 7;
+		break;
+	case 'T':
+		i = 8;
+		break;
+	default:
+		return NMETHODS;
+	}
+	return strcmp(m, std_methods[i]) == 0 ? i : NMETHODS;
 }
 
-static uint64_t mhash(unsigned method, const char *route)
+/* The method's label. */
+static const char *std_name(unsigned meth)
 {
-	uint64_t h = 1469598103934665603ULL ^ method;
+	return meth < NMETHODS ? std_methods[meth] : "OTHER";
+}
 
-	for (; *route != '\0'; route++)
-		h = (h ^ (unsigned char)*route) * 1099511628211ULL;
-	return h;
+static uint64_t mhash(unsigned method, uint64_t route_id)
+{
+	uint64_t h = (route_id * 16 + method) * 0x9E3779B97F4A7C15ULL;
+
+	return h ^ h >> 32;
 }
 
 /* The entry for (method, route), or NULL when absent; *slot: where the
  * probe ended (an empty slot), or MCACHE_SIZE. */
 static struct mentry *mcache_find(struct keel_http_metrics *m, unsigned meth,
-				  const char *route, uint64_t h, size_t *slot)
+				  uint64_t route_id, uint64_t h, size_t *slot)
 {
 	size_t i, k;
 
@@ -579,8 +617,7 @@ static struct mentry *mcache_find(struct keel_http_metrics *m, unsigned meth,
 			*slot = i;
 			return NULL;
 		}
-		if (e->hash == h && e->method == meth &&
-		    strcmp(e->route, route) == 0)
+		if (e->route_id == route_id && e->method == meth)
 			return e;
 	}
 	*slot = MCACHE_SIZE;
@@ -605,9 +642,9 @@ static struct keel_counter *mentry_counter(const struct mentry *e, int status)
 
 /* The slow path, under mu: finds or makes what the fast path missed. */
 static void metrics_lookup_slow(struct keel_http_metrics *m, unsigned meth,
-				const char *mname, const char *route,
-				uint64_t h, int status, const char *sstatus,
-				struct keel_counter **c,
+				const char *mname, uint64_t route_id,
+				const char *route, uint64_t h, int status,
+				const char *sstatus, struct keel_counter **c,
 				struct keel_histogram **hist)
 {
 	struct mentry *e;
@@ -615,7 +652,7 @@ static void metrics_lookup_slow(struct keel_http_metrics *m, unsigned meth,
 	int i;
 
 	pthread_mutex_lock(&m->mu);
-	e = mcache_find(m, meth, route, h, &slot);
+	e = mcache_find(m, meth, route_id, h, &slot);
 	if (e == NULL && slot < MCACHE_SIZE && m->n < MCACHE_SIZE / 4 * 3) {
 		e = calloc(1, sizeof(*e));
 		if (e != NULL)
@@ -624,7 +661,7 @@ static void metrics_lookup_slow(struct keel_http_metrics *m, unsigned meth,
 		    (e->dur = keel_histogram_with(m->dur, mname, route)) !=
 			    NULL) {
 			e->method = meth;
-			e->hash = h;
+			e->route_id = route_id;
 			__atomic_store_n(&m->table[slot], e, __ATOMIC_RELEASE);
 			m->n++;
 		} else {
@@ -657,30 +694,50 @@ static void metrics_lookup_slow(struct keel_http_metrics *m, unsigned meth,
 	pthread_mutex_unlock(&m->mu);
 }
 
-static void metrics_record(struct keel_http_metrics *m,
-			   struct keel_http_req *rq, int status)
+/* The request's counter and histogram: from the cache, else made (and
+ * cached when they can be). */
+static void metrics_lookup(struct keel_http_metrics *m,
+			   const struct keel_http_req *rq, int status,
+			   struct keel_counter **c,
+			   struct keel_histogram **hist)
 {
 	const char *route = rq->route != NULL ? rq->route->pattern : UNMATCHED;
+	uint64_t route_id = rq->route != NULL ? rq->route->id : 0;
 	unsigned meth = method_index(rq->method);
-	const char *mname = meth < NMETHODS ? std_methods[meth] : "OTHER";
-	uint64_t h = mhash(meth, route);
-	struct keel_counter *c = NULL;
-	struct keel_histogram *hist = NULL;
+	uint64_t h = mhash(meth, route_id);
+	char sstatus[16];
 	struct mentry *e;
 	size_t slot;
 
-	e = mcache_find(m, meth, route, h, &slot);
-	if (e != NULL) {
-		hist = e->dur;
-		c = mentry_counter(e, status);
+	if (KEEL_LIKELY(rq->route == NULL || route_id != 0)) {
+		e = mcache_find(m, meth, route_id, h, &slot);
+		if (e != NULL) {
+			*hist = e->dur;
+			*c = mentry_counter(e, status);
+			if (*c != NULL)
+				return;
+		}
 	}
-	if (c == NULL) {
-		char sstatus[16];
+	snprintf(sstatus, sizeof(sstatus), "%d", status);
+	if (rq->route != NULL && route_id == 0) {
+		/* A route that did not come from a router (made by hand):
+		 * no id to key the cache with, so from the families. */
+		*hist = keel_histogram_with(m->dur, std_name(meth), route);
+		*c =
+		    keel_counter_with(m->total, std_name(meth), route, sstatus);
+		return;
+	}
+	metrics_lookup_slow(m, meth, std_name(meth), route_id, route, h, status,
+			    sstatus, c, hist);
+}
 
-		snprintf(sstatus, sizeof(sstatus), "%d", status);
-		metrics_lookup_slow(m, meth, mname, route, h, status, sstatus,
-				    &c, &hist);
-	}
+static void metrics_record(struct keel_http_metrics *m,
+			   struct keel_http_req *rq, int status)
+{
+	struct keel_counter *c = NULL;
+	struct keel_histogram *hist = NULL;
+
+	metrics_lookup(m, rq, status, &c, &hist);
 	keel_counter_inc(c);
 	keel_histogram_observe(hist, (double)req_elapsed(rq) / 1e9);
 }

@@ -102,7 +102,8 @@ const char *keel_http_remote_addr(const struct keel_http_req *rq)
 	/* Formatted on first use: most requests never ask. Once the request
 	 * has left the event thread it was formatted by detach. */
 	if (w->remote[0] == '\0' && w->conn != NULL)
-		keel__http_remote_addr(w->conn, w->remote, sizeof(w->remote));
+		w->remote_len = keel__http_remote_addr(w->conn, w->remote,
+						       sizeof(w->remote));
 	return rq->remote;
 }
 
@@ -247,7 +248,8 @@ int keel__http_req_detach(struct keel_http_req *rq)
 	if (rq->conn == NULL)
 		return 0;
 	if (rq->remote[0] == '\0')
-		keel__http_remote_addr(rq->conn, rq->remote, sizeof(rq->remote));
+		rq->remote_len = keel__http_remote_addr(rq->conn, rq->remote,
+							sizeof(rq->remote));
 	if (copy_kind(rq->conn, MHD_HEADER_KIND, &h, &nh) < 0)
 		return -ENOMEM;
 	if (copy_kind(rq->conn, MHD_GET_ARGUMENT_KIND, &q, &nq) < 0) {

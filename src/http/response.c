@@ -168,14 +168,17 @@ static uint16_t name_len16(size_t n)
 }
 
 /* The header called name (nlen: its name_len16), any case. Names of
- * another length are passed over without a compare. */
+ * another length, or whose first letters differ (X-Request-Id and
+ * Content-Type have the same length), are passed over without a call. */
 static struct keel__http_header *header_find(const struct keel_http_resp *rs,
 					     const char *name, uint16_t nlen)
 {
+	unsigned char c0 = (unsigned char)name[0] | 0x20;
 	size_t i;
 
 	for (i = 0; i < rs->nheaders; i++)
 		if (rs->headers[i].name_len == nlen &&
+		    ((unsigned char)rs->headers[i].name[0] | 0x20) == c0 &&
 		    strcasecmp(rs->headers[i].name, name) == 0)
 			return &rs->headers[i];
 	return NULL;

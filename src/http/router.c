@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +331,11 @@ static struct node *node_walk_make(struct node *n, const struct seg *segs,
 	return n;
 }
 
+/* Route ids: unique for the life of the process, so a cache keyed by one
+ * (the metrics middleware's) can never mistake a new route for a freed
+ * one that had the same address. */
+static atomic_uint_fast64_t last_route_id;
+
 static struct route *route_make(const char *method, const char *pattern,
 				const struct seg *segs, int nsegs,
 				keel_http_handler_fn fn, void *ud,
@@ -345,6 +351,8 @@ static struct route *route_make(const char *method, const char *pattern,
 		if (segs[i].kind != SEG_LIT)
 			total += segs[i].len + 1;
 	r->pub.pattern = strdup(pattern);
+	r->pub.pattern_len = strlen(pattern);
+	r->pub.id = atomic_fetch_add(&last_route_id, 1) + 1;
 	r->namebuf = malloc(total + 1);
 	if (r->pub.pattern == NULL || r->namebuf == NULL) {
 		route_free(r);

@@ -361,7 +361,9 @@ static struct conn_state *state_new(struct keel_http_server *s,
 	rq->srv = s;
 	rq->conn = conn;
 	rq->method[0] = '\0';
+	rq->method_len = 0;
 	rq->path = NULL;
+	rq->path_len = 0;
 	rq->route = NULL;
 	rq->route_status = 0;
 	rq->allow[0] = '\0';
@@ -372,11 +374,14 @@ static struct conn_state *state_new(struct keel_http_server *s,
 	rq->body_len = rq->body_cap = 0;
 	rq->body_too_large = 0;
 	rq->remote[0] = '\0';
+	rq->remote_len = 0;
 	rq->started = rq->finished = 0;
 	rq->offloaded = 0;
 	rq->nvalues = 0;
 	rq->request_id[0] = '\0';
+	rq->request_id_len = 0;
 	rq->h_traceparent = rq->h_request_id = NULL;
+	rq->trace_slot = NULL;
 	keel__http_resp_init(&rq->resp);
 	if (st->spare_body != NULL) {
 		rq->resp.body = st->spare_body;
@@ -418,43 +423,68 @@ static void state_unref(struct conn_state *st)
 }
 
 /* IPv4 by hand: inet_ntop formats with sprintf, which showed in the
- * access log's profile. buf holds at least 16 bytes. */
-static void ipv4_text(const unsigned char *a, char *buf)
+ * access log's profile. buf holds at least 16 bytes; returns the length. */
+static size_t ipv4_text(const unsigned char *a, char *buf)
 {
+	char *p = buf;
 	int i;
 
 	for (i = 0; i < 4; i++) {
 		unsigned v = a[i];
 
 		if (v >= 100)
-			*buf++ = (char)('0' + v / 100);
+			*p++ = (char)('0' + v / 100);
 		if (v >= 10)
-			*buf++ = (char)('0' + v / 10 % 10);
-		*buf++ = (char)('0' + v % 10);
-		*buf++ = i < 3 ? '.' : '\0';
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
+		*p++ = '.';
 	}
+	p[-1] = '\0';
+	return (size_t)(p - 1 - buf);
 }
 
-void keel__http_remote_addr(struct MHD_Connection *conn, char *buf, size_t len)
+/* The last IPv4 address this thread formatted, and its text: most
+ * requests come from the clients of the ones before (a few proxies or load
+ * balancers), and a compare is cheaper than formatting. Keyed by the
+ * address itself, so it cannot be stale. */
+static __thread KEEL__HTTP_IE struct {
+	struct in_addr a;
+	uint8_t len; /* 0: none yet */
+	char text[16];
+} v4_last;
+
+static size_t ipv4_cached(const struct in_addr *a, char *buf)
+{
+	if (v4_last.len == 0 || v4_last.a.s_addr != a->s_addr) {
+		v4_last.len =
+		    (uint8_t)ipv4_text((const unsigned char *)a, v4_last.text);
+		v4_last.a = *a;
+	}
+	memcpy(buf, v4_last.text, 16);
+	return v4_last.len;
+}
+
+size_t keel__http_remote_addr(struct MHD_Connection *conn, char *buf,
+			      size_t len)
 {
 	const union MHD_ConnectionInfo *ci;
 	const struct sockaddr *sa;
 
 	if (len < 16)
-		return;
+		return 0;
 	memcpy(buf, "unknown", 8);
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci == NULL || ci->client_addr == NULL)
-		return;
+		return 7;
 	sa = ci->client_addr;
 	if (sa->sa_family == AF_INET)
-		ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)
-				  ->sin_addr,
-			  buf);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6,
-			  &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
-			  (socklen_t)len);
+		return ipv4_cached(&((const struct sockaddr_in *)sa)->sin_addr,
+				   buf);
+	if (sa->sa_family == AF_INET6 &&
+	    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+		      buf, (socklen_t)len) == NULL)
+		memcpy(buf, "unknown", 8);
+	return strlen(buf);
 }
 
 /* Stacks are captured on every thread that serves (the recover middleware
@@ -791,10 +821,12 @@ static enum MHD_Result first_call(struct keel_http_server *s,
 
 	if (st == NULL)
 		return MHD_NO;
-	if (mlen >= sizeof(st->rq.method))
+	if (mlen >= sizeof(st->rq.method)) {
 		st->bad_method = 1;
-	else
+	} else {
 		memcpy(st->rq.method, method, mlen + 1);
+		st->rq.method_len = mlen;
+	}
 	/* Most paths fit in the request itself: no strdup. */
 	st->rq.path = ulen < sizeof(st->rq.path_inline) ? st->rq.path_inline
 							: malloc(ulen + 1);
@@ -803,6 +835,7 @@ static enum MHD_Result first_call(struct keel_http_server *s,
 		return MHD_NO;
 	}
 	memcpy(st->rq.path, url, ulen + 1);
+	st->rq.path_len = ulen;
 	/* rq.remote is formatted when asked for (keel_http_remote_addr) or
 	 * when the request leaves the event thread. */
 	atomic_fetch_add(&s->active, 1);

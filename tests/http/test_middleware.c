@@ -637,6 +637,71 @@ TEST(access_log_records)
 	logcap_free(&lc);
 }
 
+/* One request from the source address src (any 127.x.y.z is this host),
+ * with X-Request-Id id; the status line's code. */
+static int get_from(uint16_t port, const char *src, const char *id)
+{
+	struct sockaddr_in me = {.sin_family = AF_INET};
+	struct sockaddr_in to = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
+	char req[256], buf[4096];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), n, closed;
+
+	CHECK(fd >= 0);
+	CHECK_INT(inet_pton(AF_INET, src, &me.sin_addr), ==, 1);
+	CHECK_INT(bind(fd, (struct sockaddr *)&me, sizeof(me)), ==, 0);
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK_INT(connect(fd, (struct sockaddr *)&to, sizeof(to)), ==, 0);
+	n = snprintf(req, sizeof(req),
+		     "GET /jobs/x HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n"
+		     "Connection: close\r\n\r\n",
+		     id);
+	raw_write(fd, req, (size_t)n);
+	raw_read(fd, buf, sizeof(buf), 3000, &closed);
+	close(fd);
+	return strncmp(buf, "HTTP/1.1 ", 9) == 0 ? atoi(buf + 9) : -1;
+}
+
+/* The client's address in the access log, from clients at different
+ * addresses in turn: the event thread keeps the text of the last address
+ * it formatted, which must never answer for another one. */
+TEST(access_log_remote_per_client)
+{
+	static const char *const src[] = {
+	    "127.0.0.2", "127.0.0.1", "127.0.0.1", "127.1.2.3", "127.0.0.2",
+	};
+	struct logcap lc;
+	struct tsrv t;
+	struct keel_http_router *rt;
+	const struct mwdef mws[] = {
+	    {keel_http_mw_trace, NULL},
+	    {keel_http_mw_access_log, NULL},
+	};
+	struct mwdef m2[2];
+	size_t i;
+
+	logcap_init(&lc);
+	memcpy(m2, mws, sizeof(m2));
+	m2[1].ud = lc.lg;
+	CHECK_INT(keel_http_router_new(&rt), ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/jobs/{name}", h_ok, NULL, 0), ==,
+		  0);
+	tsrv_start(&t, rt, m2, 2);
+	for (i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+		char id[16];
+		json_t *recs;
+
+		snprintf(id, sizeof(id), "c%zu", i);
+		CHECK_INT(get_from((uint16_t)t.port, src[i], id), ==, 200);
+		recs = logcap_find(&lc, "request_id", id);
+		CHECK_INT(json_array_size(recs), ==, 1);
+		CHECK_STR(jstr(json_array_get(recs, 0), "remote"), src[i]);
+		json_decref(recs);
+	}
+	tsrv_stop(&t);
+	logcap_free(&lc);
+}
+
 /* An asynchronous logger into a logcap: the access log's records are then
  * formatted on its writer thread (keel_log_write_deferred). */
 static void logcap_init_async(struct logcap *c)
@@ -846,8 +911,13 @@ TEST(metrics_hot_path_cost)
 	struct keel_metrics *reg;
 	struct keel_http_metrics *hm;
 	struct keel_http_req *rq = calloc(1, sizeof(*rq));
-	struct keel__http_route route = { "GET", (char *)"/v1/jobs/{name}",
-					  h_ok, NULL, 0 };
+	struct keel__http_route route = {
+	    .method = "GET",
+	    .pattern = (char *)"/v1/jobs/{name}",
+	    .fn = h_ok,
+	    .pattern_len = 15,
+	    .id = 1,
+	};
 	struct keel__http_mw mw = { keel_http_mw_metrics, NULL };
 	struct keel_http_next next = { &mw, 0, 1 };
 	struct expo e;
@@ -925,7 +995,12 @@ TEST(metrics_beyond_the_cache)
 		snprintf(pats[i], 32, "/r/%d", i);
 		snprintf(routes[i].method, sizeof(routes[i].method), "GET");
 		routes[i].pattern = pats[i];
+		routes[i].pattern_len = strlen(pats[i]);
 		routes[i].fn = h_status;
+		/* Ids as a router gives them (the cache's key), but for the
+		 * last route: 0, one made by hand, which is counted through
+		 * the families without the cache. */
+		routes[i].id = i < NROUTES - 1 ? 1000000 + (uint64_t)i : 0;
 	}
 	snprintf(rq->method, sizeof(rq->method), "GET");
 	for (k = 0; k < 2; k++)
@@ -1015,7 +1090,13 @@ static void h_mark(struct keel_http_req *rq, struct keel_http_resp *rs,
 TEST(next_runs_the_chain_in_order)
 {
 	struct keel_http_req *rq = calloc(1, sizeof(*rq));
-	struct keel__http_route route = { "GET", (char *)"/", h_mark, NULL, 0 };
+	struct keel__http_route route = {
+	    .method = "GET",
+	    .pattern = (char *)"/",
+	    .fn = h_mark,
+	    .pattern_len = 1,
+	    .id = 1,
+	};
 	struct keel__http_mw mws[3] = {
 		{ mw_mark, (void *)"a" }, { mw_mark, (void *)"b" },
 		{ mw_mark, (void *)"c" },
