@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run-http.sh - requests per second that wrk gets from keel's HTTP
 # server, next to bare libmicrohttpd and Go's net/http, all in the same run,
-# and one table with the ratios and the issue's target:
+# with each server's own CPU time per request, and the ratios with the
+# issue's target in req/s and in requests per CPU-second of the server:
 #   keel_full (the whole middleware chain) >= 0.9x bare libmicrohttpd, hello.
 #
 #   bench/run-http.sh               (part of `make bench`)
@@ -83,8 +84,9 @@ for v in quiet retries; do
 	fi
 done
 for v in duration warmup timeout; do
-	if ! [[ ${!v} =~ ^[0-9]+(ms|s|m)?$ ]]; then
-		echo "bench: $v (${!v}) must be a wrk duration such as 5s" >&2
+	# wrk takes whole seconds, minutes or hours ("500ms" is refused)
+	if ! [[ ${!v} =~ ^[1-9][0-9]*(s|m|h)?$ ]]; then
+		echo "bench: $v (${!v}) must be a wrk duration such as 5s, 2m or 1h" >&2
 		exit 2
 	fi
 done
@@ -279,10 +281,10 @@ children_ticks() {
 	}' "$work/times")"
 }
 
-# wrk's duration ("5s", "500ms", "1m") in seconds.
+# wrk's duration ("5s", "2m", "1h", "5") in seconds.
 seconds() {
 	awk -v d="$1" 'BEGIN {
-		if (d ~ /ms$/) print substr(d, 1, length(d) - 2) / 1000
+		if (d ~ /h$/) print substr(d, 1, length(d) - 1) * 3600
 		else if (d ~ /m$/) print substr(d, 1, length(d) - 1) * 60
 		else { sub(/s$/, "", d); print d + 0 }
 	}'
@@ -311,6 +313,12 @@ measure() {
 			cat "$f" >&2
 			exit 1
 		fi
+		# The server's own CPU time in the row: its share of one CPU,
+		# and per request (all its threads, the log writer's included).
+		# When wrk is what runs out of CPU, req/s hardly tell the servers
+		# apart; the CPU a request costs still does.
+		line="${line% *} $(awk -v t="$((s1 - s0))" -v hz="$hz" -v d="$(seconds "$duration")" \
+			-v n="${line##* }" 'BEGIN { printf "%.1f %.2f", t / (hz * d) * 100, t / hz * 1e6 / n }') ${line##* }"
 		total=$((total + ${line##* }))
 		if ((others < best_others)); then
 			best=$line best_others=$others
@@ -341,7 +349,7 @@ measure_mixed() {
 		cat "$fh" "$fs" >&2
 		exit 1
 	fi
-	results+="$c mixed_hello ${lh% *} -1"$'\n'"$c mixed_sleep ${ls% *} -1"$'\n'
+	results+="$c mixed_hello ${lh% *} -1 -1 -1"$'\n'"$c mixed_sleep ${ls% *} -1 -1 -1"$'\n'
 	total=$((total + ${lh##* } + ${ls##* }))
 }
 
@@ -392,6 +400,13 @@ table() {
 		return ((a, r) in v && (b, r) in v && v[b, r] > 0) ? v[a, r] / v[b, r] : -1
 	}
 	function fx(x) { return x < 0 ? "-" : sprintf("%.2fx", x) }
+	# hello requests per CPU-second of a over those of b: the inverse
+	# ratio of their CPU time per request
+	function eff(a, b) {
+		if (!((a, "hello") in uspr) || !((b, "hello") in uspr) || uspr[a, "hello"] <= 0)
+			return -1
+		return uspr[b, "hello"] / uspr[a, "hello"]
+	}
 	# median of the rounds of (case, route), column k
 	function median(key, k,    m, i, j, t, a) {
 		m = cnt[key]
@@ -406,7 +421,7 @@ table() {
 	BEGIN {
 		n = split(all, lines, "\n")
 		for (i = 1; i <= n; i++) {
-			if (split(lines[i], f, " ") < 7)
+			if (split(lines[i], f, " ") < 9)
 				continue
 			key = f[1] SUBSEP f[2]
 			if (!(f[1] in seen)) {
@@ -414,7 +429,7 @@ table() {
 				order[++ncases] = f[1]
 			}
 			k = ++cnt[key]
-			for (j = 3; j <= 7; j++)
+			for (j = 3; j <= 9; j++)
 				col[key, k, j] = f[j] + 0
 		}
 		for (key in cnt) {
@@ -422,10 +437,12 @@ table() {
 			p50[key] = median(key, 4)
 			p99[key] = median(key, 5)
 			errs[key] = median(key, 6)
-			busy[key] = median(key, 7)
+			srv[key] = median(key, 7)
+			uspr[key] = median(key, 8)
+			busy[key] = median(key, 9)
 		}
-		fmt = "%-18s %-6s %11s %9s %9s %7s %7s\n"
-		printf fmt, "case", "route", "req/s", "p50 ms", "p99 ms", "errors", "others"
+		fmt = "%-18s %-6s %9s %8s %8s %6s %8s %8s %6s\n"
+		printf fmt, "case", "route", "req/s", "p50 ms", "p99 ms", "errors", "srv cpu", "us/req", "others"
 		split("hello sleep", routes, " ")
 		for (ri = 1; ri <= 2; ri++)
 			for (i = 1; i <= ncases; i++) {
@@ -434,7 +451,9 @@ table() {
 					continue
 				printf fmt, c, r, sprintf("%.0f", v[c, r]),
 					sprintf("%.2f", p50[c, r]), sprintf("%.2f", p99[c, r]),
-					errs[c, r], busy[c, r] < 0 ? "-" : busy[c, r] "%"
+					errs[c, r], sprintf("%.0f%%", srv[c, r]),
+					sprintf("%.2f", uspr[c, r]),
+					busy[c, r] < 0 ? "-" : busy[c, r] "%"
 			}
 		print ""
 		fmt = "%-38s %8s  %-10s %s\n"
@@ -451,6 +470,15 @@ table() {
 		printf fmt, "keel_full / bare_mhd_tpc, sleep", fx(ratio("keel_full", "bare_mhd_tpc", "sleep")), "", ""
 		printf fmt, "keel_full / go, sleep", fx(ratio("keel_full", "go", "sleep")), "", ""
 		printf fmt, "bare_mhd_tpc / go, sleep", fx(ratio("bare_mhd_tpc", "go", "sleep")), "", ""
+		print ""
+		printf fmt, "requests per CPU-second of the server", "measured", "target", "result"
+		x = eff("keel_full", "bare_mhd")
+		printf fmt, "keel_full / bare_mhd, hello", fx(x), ">= 0.9x",
+			x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")
+		printf fmt, "keel_bare / bare_mhd, hello", fx(eff("keel_bare", "bare_mhd")), "", ""
+		printf fmt, "keel_full / keel_bare, hello", fx(eff("keel_full", "keel_bare")), "", ""
+		printf fmt, "keel_full / go, hello", fx(eff("keel_full", "go")), "", ""
+		printf fmt, "bare_mhd / go, hello", fx(eff("bare_mhd", "go")), "", ""
 		if (mixed == "0")
 			exit
 		print ""
@@ -470,6 +498,10 @@ table() {
 	echo
 	echo "Ratios are req/s over req/s: above 1.00x the first serves more."
 	echo "errors: wrk's socket errors (connect, read, write, timeout) in the run."
+	echo "srv cpu: the server's CPU time (all its threads) over the row's time, as a"
+	echo "share of one CPU; us/req: that CPU time per request wrk counted. When the"
+	echo "server stays under 100% it was not what ran out (wrk shares the 2 CPUs):"
+	echo "requests per CPU-second then compare the servers' costs where req/s cannot."
 	echo "others: the share of the CPUs the rest of the machine used during the row"
 	echo "(a hello row over ${quiet}% was measured again, up to $retries times; the quietest counts)."
 	echo "bare_mhd: MHD alone, one epoll thread + MHD_USE_TURBO (keel's default); its"
