@@ -46,8 +46,19 @@ report() {
 		base["histogram_observe"] = "atomic_increment"
 		for (i = 1; i <= NR; i++) {
 			c = name[i]
+			if (c ~ /^req_/)
+				continue
 			b = (c in base) ? base[c] : ""
 			printf fmt, c, sprintf("%.1f", v[c]), b, b != "" ? ratio(c, b) : ""
+		}
+		# the caller'"'"'s share of a request: the other work taken off
+		if ("req_alone" in v && "req_access_deferred" in v && "req_access_formatted" in v) {
+			d = v["req_access_deferred"] - v["req_alone"]
+			f = v["req_access_formatted"] - v["req_alone"]
+			print ""
+			printf fmt, "access record, caller", "ns/op", "baseline", "ratio"
+			printf fmt, "deferred", sprintf("%.1f", d), "formatted", (f > 0 ? sprintf("%.2fx", d / f) : "-")
+			printf fmt, "formatted", sprintf("%.1f", f), "", ""
 		}
 	}' <<<"$raw"
 	echo
@@ -59,6 +70,11 @@ report() {
 	echo "log_disabled: a DEBUG record at level INFO (nothing evaluated)."
 	echo "counter_inc, histogram_observe: a labelled child's handle, one thread;"
 	echo "atomic_increment: a bare relaxed atomic add on one shared word."
+	echo "access record, caller: what queuing the access log's record (8 fields)"
+	echo "costs the calling thread of an async logger whose writer runs on the"
+	echo "other CPU, between stretches of other work (req_alone, $(awk '$1 == "req_alone" {printf "%.0f", $2}' <<<"$raw") ns, taken"
+	echo "off): deferred = keel_log_write_deferred (the writer makes the JSON),"
+	echo "formatted = keel_log_write (the caller makes it)."
 }
 
 mkdir -p "$root/bench/results"

@@ -46,39 +46,54 @@
 #define STACK_LINE 2048
 #define MIN_ASYNC (4 * 1024)
 
+/*
+ * Three groups, each on cache lines of its own: a caller that queues a
+ * record reads the first and takes the second; the writer thread, while it
+ * writes a batch, touches only the third. Sharing a line with what the
+ * writer stores for every record it writes (out_len) made every caller's
+ * read of `async` and `stop` a miss, about a third of what queuing a
+ * record cost.
+ */
 struct keel_logger {
+	/* Set up by keel_log_new and read-only after (head.level aside). */
 	struct keel__log_head head; /* first: read by keel_log_enabled */
 	enum keel_log_format format; /* JSON or CONSOLE once resolved */
 	int color;
 	int fd;
 	int own_fd;        /* fd was opened from path */
+	int async;
+	int report_level;
 	char *path;
 	keel_log_sink_fn sink;
 	void *sink_ud;
 	char *module;
 	char *service;
 	struct keel_reporter *reporter;
-	int report_level;
-	unsigned hup_seen;
-
-	pthread_mutex_t mu; /* delivery; the async buffers and counters */
-	uint64_t written, dropped, write_errors, reopened;
-
-	/* async */
-	int async;
-	char *fill, *spare; /* callers append to fill; the writer owns spare */
-	size_t fill_len, half;
-	char *out;          /* the writer's output (descriptor sinks) */
-	size_t out_len;
-	uint64_t out_records;
-	int stop, waiting, busy;
-	int lingering;      /* the writer waits a little for a fuller batch */
-	int flushers;       /* threads in keel_log_flush */
+	size_t half;        /* async: the size of each buffer */
 	size_t threshold;   /* a batch this full is written without lingering */
+	pthread_t writer;
+
+	/* Under mu: delivery, the async buffers and counters. The first line
+	 * holds everything a caller queuing a record reads or writes. */
+	_Alignas(64) pthread_mutex_t mu;
+	size_t fill_len;
+	char *fill;         /* callers append to fill; the writer owns spare */
+	unsigned char stop, waiting, lingering; /* lingering: the writer
+						 * waits a little for a
+						 * fuller batch */
+	unsigned char busy;
+	int flushers;       /* threads in keel_log_flush */
+	unsigned hup_seen;
+	char *spare;
+	uint64_t written, dropped, write_errors, reopened;
 	uint64_t drop_told;
 	pthread_cond_t wake;    /* the writer waits for records */
 	pthread_cond_t drained; /* flush waits for an empty queue */
-	pthread_t writer;
+
+	/* The writer thread's alone. */
+	_Alignas(64) char *out; /* its output (descriptor sinks) */
+	size_t out_len;
+	uint64_t out_records;
 };
 
 static atomic_uint hup_gen;
@@ -632,11 +647,36 @@ static char *q_push(struct keel_logger *lg, enum keel_log_level level,
 
 /* Under mu, after a push: wakes the writer for the first record after it
  * went idle, then only for a full batch: one wake-up per batch, not per
+ * record.
+ *
+ * Then asks for the next 256 bytes of the filling buffer, for writing.
+ * The writer thread last read them (on another CPU, a batch ago), so a
+ * caller storing its record there waits for each line to come back; those
+ * stores then hold up the unlock that follows (a locked instruction waits
+ * for them), on the caller's thread, once per record. Asked for now, the
+ * lines come back while the caller does whatever it does before its next
  * record. */
+static inline void prefetch_for_write(const char *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	/* GCC makes __builtin_prefetch(p, 1) a plain prefetcht0 unless
+	 * built for a CPU with PRFCHW: that fetches the line shared, and the
+	 * store still waits to own it. Processors without PREFETCHW run it
+	 * as a NOP. */
+	__asm__ volatile("prefetchw %0" : : "m"(*p));
+#else
+	__builtin_prefetch(p, 1, 3);
+#endif
+}
+
 static void q_wake(struct keel_logger *lg)
 {
+	size_t i;
+
 	if (lg->waiting || (lg->lingering && lg->fill_len >= lg->threshold))
 		pthread_cond_signal(&lg->wake);
+	for (i = 0; i < 256 && lg->fill_len + i < lg->half; i += 64)
+		prefetch_for_write(lg->fill + lg->fill_len + i);
 }
 
 static void deliver_async(struct keel_logger *lg, enum keel_log_level level,
@@ -1020,9 +1060,11 @@ int keel_log_new(const struct keel_log_config *cfg, struct keel_logger **out)
 	    (cfg->sink == NULL && cfg->path == NULL && cfg->fd < 0) ||
 	    (cfg->path != NULL && cfg->path[0] == '\0'))
 		return -EINVAL;
-	lg = calloc(1, sizeof(*lg));
-	if (lg == NULL)
+	/* Aligned as its groups are (calloc's 16 bytes would not do). */
+	if (posix_memalign((void **)&lg, _Alignof(struct keel_logger),
+			   sizeof(*lg)) != 0)
 		return -ENOMEM;
+	memset(lg, 0, sizeof(*lg));
 	lg->head.level = (int)cfg->level;
 	lg->fd = -1;
 	lg->sink = cfg->sink;
