@@ -43,6 +43,9 @@ struct opts {
 	const char *sync;
 	const char *store;  /* NULL: SQLite in data_dir */
 	const char *tags;   /* "a,b" */
+	char tag_text[32 * 65 + 1]; /* tags, split in place by parse_tags */
+	const char *tag[32];
+	size_t n_tags;
 	int workers;
 	int http_threads;
 	int64_t drain_timeout;
@@ -151,17 +154,20 @@ static int is_pg_uri(const char *s)
 	       strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
 }
 
-/* --tags "a,b": 1..32 distinct valid tags. */
-static int check_tags(const char *list)
+/* --tags "a,b": 1..32 distinct valid tags, into o->tag (pointing into
+ * o->tag_text). */
+static int parse_tags(struct opts *o)
 {
-	char buf[32 * 65 + 1], *p, *save = NULL, *seen[33];
+	const char *list = o->tags;
+	char *buf = o->tag_text, *p, *save = NULL;
 	size_t n = 0;
 
-	if (strlen(list) >= sizeof(buf)) {
+	o->n_tags = 0;
+	if (strlen(list) >= sizeof(o->tag_text)) {
 		fprintf(stderr, "keeld: --tags: at most 32 tags of 64 characters\n");
 		return -1;
 	}
-	snprintf(buf, sizeof(buf), "%s", list);
+	snprintf(buf, sizeof(o->tag_text), "%s", list);
 	if (buf[0] == ',' || (buf[0] != '\0' && buf[strlen(buf) - 1] == ',') ||
 	    strstr(buf, ",,") != NULL) {
 		fprintf(stderr, "keeld: --tags: an empty tag in '%s'\n", list);
@@ -177,7 +183,7 @@ static int check_tags(const char *list)
 			return -1;
 		}
 		for (size_t k = 0; k < n; k++) {
-			if (strcmp(seen[k], p) == 0) {
+			if (strcmp(o->tag[k], p) == 0) {
 				fprintf(stderr, "keeld: --tags: '%s' twice\n", p);
 				return -1;
 			}
@@ -186,12 +192,13 @@ static int check_tags(const char *list)
 			fprintf(stderr, "keeld: --tags: at most 32 tags\n");
 			return -1;
 		}
-		seen[n++] = p;
+		o->tag[n++] = p;
 	}
 	if (n == 0) {
 		fprintf(stderr, "keeld: --tags: no tag in '%s'\n", list);
 		return -1;
 	}
+	o->n_tags = n;
 	return 0;
 }
 
@@ -325,7 +332,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				"postgresql://...)\n");
 		return -1;
 	}
-	if (o->tags != NULL && check_tags(o->tags) != 0)
+	if (o->tags != NULL && parse_tags(o) != 0)
 		return -1;
 	if (strcmp(o->sync, "normal") != 0 && strcmp(o->sync, "full") != 0) {
 		fprintf(stderr, "keeld: --sync: '%s' is not normal or full\n",
@@ -546,9 +553,6 @@ struct daemon {
 	char data_dir[PATH_MAX];
 	char node[256];
 	char store_desc[PATH_MAX + 16];
-	char *tags_buf;
-	char *tags[33];
-	size_t n_tags;
 	char spool[PATH_MAX + 256];
 };
 
@@ -575,25 +579,6 @@ static void spool_path(struct daemon *d)
 	if ((size_t)snprintf(d->spool, sizeof(d->spool), "%s/results-%.200s.json",
 			     d->data_dir, name) >= sizeof(d->spool))
 		d->spool[0] = '\0'; /* a data directory path of 4 KiB */
-}
-
-/* --tags "a,b" into d->tags (pointing into d->tags_buf). */
-static int split_tags(struct daemon *d)
-{
-	char *p, *save = NULL;
-
-	if (d->o.tags == NULL)
-		return 0;
-	d->tags_buf = strdup(d->o.tags);
-	if (d->tags_buf == NULL)
-		return -1;
-	for (p = strtok_r(d->tags_buf, ",", &save); p != NULL;
-	     p = strtok_r(NULL, ",", &save)) {
-		if (d->n_tags == 32 || strlen(p) > 64)
-			return -1;
-		d->tags[d->n_tags++] = p;
-	}
-	return d->n_tags > 0 ? 0 : -1;
 }
 
 static int default_data_dir(char *out, size_t len)
@@ -753,10 +738,8 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 		sc.lease_ttl = d->o.lease_ttl;
 		sc.heartbeat = d->o.heartbeat;
 		sc.rescue_after = d->o.rescue_after;
-		if (split_tags(d) != 0) /* checked in parse_opts */
-			FAIL(d, "out of memory");
-		sc.tags = (const char *const *)d->tags;
-		sc.n_tags = d->n_tags;
+		sc.tags = d->o.tag; /* checked and split by parse_opts */
+		sc.n_tags = d->o.n_tags;
 	}
 	rc = keel_sched_new(&sc, &d->sched, err, sizeof(err));
 	if (rc != 0)
@@ -842,7 +825,6 @@ static void stop(struct daemon *d)
 	keel_store_close(d->store);
 	keel_metrics_free(d->metrics);
 	free(d->token);
-	free(d->tags_buf);
 }
 
 /* Waits for SIGTERM/SIGINT; feeds the watchdog while the loop lives. */
