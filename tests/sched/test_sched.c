@@ -258,6 +258,25 @@ static void wait_final(struct env *e, const char *name, size_t n,
 	}
 }
 
+/* With the scheduler started: waits for the job's two runs, of which the
+ * first crashed and the second, its retry, succeeded; returns them in *out
+ * (oldest first; keel_store_runs_free(*out, 2)). */
+static void wait_crashed_then_retried(struct env *e, const char *name,
+				      struct keel_run **out)
+{
+	struct keel_run *r;
+	size_t n;
+
+	wait_final(e, name, 2, 10 * SEC);
+	CHECK_INT(keel_sched_idle_wait(e->s, 5 * SEC), ==, 0);
+	n = runs_of(e, name, &r);
+	CHECK_INT(n, ==, 2);
+	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
+	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
+	CHECK_INT(r[1].attempt, ==, 2);
+	*out = r;
+}
+
 TEST(every_second_ticks_once_each)
 {
 	struct env e;
@@ -496,15 +515,9 @@ TEST(restart_recovers_running_runs_and_ticks_once)
 	keel_run_clear(&run);
 	sched_open(&e);
 	CHECK_INT(keel_sched_start(e.s), ==, 0);
-	wait_final(&e, "c", 2, 10 * SEC);
-	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
-	n = runs_of(&e, "c", &r);
-	CHECK_INT(n, ==, 2);
+	wait_crashed_then_retried(&e, "c", &r);
 	CHECK_INT(r[0].id, ==, id);
-	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
-	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
-	CHECK_INT(r[1].attempt, ==, 2);
-	keel_store_runs_free(r, n);
+	keel_store_runs_free(r, 2);
 	keel_sched_free(e.s);
 	e.s = NULL;
 
@@ -770,25 +783,18 @@ TEST(leader_rescues_a_silent_nodes_run_and_retries_it)
 	struct keel_sched_cluster ci;
 	struct keel_run *r;
 	int64_t id;
-	size_t n;
 
 	env_new(&e);
 	put_queued_j(&e);
 	id = claim_as(&e, "ghost");
 	CHECK_INT(keel_sched_start(e.s), ==, 0);
-	wait_final(&e, "j", 2, 10 * SEC);
-	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
-	n = runs_of(&e, "j", &r);
-	CHECK_INT(n, ==, 2);
+	wait_crashed_then_retried(&e, "j", &r);
 	CHECK_INT(r[0].id, ==, id);
-	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
 	CHECK_STR(r[0].node, "ghost");
 	CHECK_STR(r[0].error, "rescued: node ghost stopped beating");
 	CHECK_INT(r[0].claim, ==, 0);
-	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
-	CHECK_INT(r[1].attempt, ==, 2);
 	CHECK_STR(r[1].node, "test-node");
-	keel_store_runs_free(r, n);
+	keel_store_runs_free(r, 2);
 	keel_sched_cluster_info(e.s, &ci);
 	CHECK_INT(ci.cluster, ==, 1);
 	CHECK_INT(ci.leader, ==, 1);
@@ -804,21 +810,14 @@ TEST(own_runs_of_a_previous_life_recovered_before_claiming)
 {
 	struct env e;
 	struct keel_run *r;
-	size_t n;
 
 	env_new(&e);
 	put_queued_j(&e);
 	(void)claim_as(&e, "test-node"); /* this node, before it died */
 	CHECK_INT(keel_sched_start(e.s), ==, 0);
-	wait_final(&e, "j", 2, 10 * SEC);
-	CHECK_INT(keel_sched_idle_wait(e.s, 5 * SEC), ==, 0);
-	n = runs_of(&e, "j", &r);
-	CHECK_INT(n, ==, 2);
-	CHECK_STR(keel_run_state_name(r[0].state), "crashed");
+	wait_crashed_then_retried(&e, "j", &r);
 	CHECK(r[0].error == NULL || strncmp(r[0].error, "rescued", 7) != 0);
-	CHECK_STR(keel_run_state_name(r[1].state), "succeeded");
-	CHECK_INT(r[1].attempt, ==, 2);
-	keel_store_runs_free(r, n);
+	keel_store_runs_free(r, 2);
 	env_close(&e, 1);
 }
 
