@@ -33,6 +33,12 @@
 #   KEEL_BENCH_HTTP_MIXED     1 (default): also the mixed load; 0: not
 #   KEEL_BENCH_HTTP_CASES     servers to run (default: all five, in order)
 #   KEEL_BENCH_HTTP_POOL      keel's pool workers for /sleep (default 64)
+#   KEEL_BENCH_HTTP_CPU       the CPU a server may use on /hello, in percent
+#                             of one CPU (default 50; 0: no limit), set with
+#                             a cgroup: the server, not wrk, then runs out,
+#                             and req/s compare the servers (needs root and
+#                             the cgroup cpu controller; without, the rows
+#                             run unlimited and the table says so)
 #   KEEL_BENCH_HTTP_QUIET     the share of the CPUs (percent) the rest of the
 #                             machine may use during a /hello row (default
 #                             15); a row over it is measured again
@@ -69,6 +75,7 @@ mixed=${KEEL_BENCH_HTTP_MIXED:-1}
 quiet=${KEEL_BENCH_HTTP_QUIET:-15}
 retries=${KEEL_BENCH_HTTP_RETRIES:-3}
 rounds=${KEEL_BENCH_ROUNDS:-1}
+cpu_budget=${KEEL_BENCH_HTTP_CPU:-50}
 read -r -a cases <<<"${KEEL_BENCH_HTTP_CASES:-bare_mhd bare_mhd_tpc keel_bare keel_full keel_full_synclog go}"
 
 for v in threads conns sleep_conns rounds; do
@@ -77,7 +84,7 @@ for v in threads conns sleep_conns rounds; do
 		exit 2
 	fi
 done
-for v in quiet retries; do
+for v in quiet retries cpu_budget; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} > 100)); then
 		echo "bench: $v (${!v}) must be a number from 0 to 100" >&2
 		exit 2
@@ -138,6 +145,7 @@ cleanup() {
 		wait "$p" 2>/dev/null || true
 	done
 	rm -rf "$work"
+	cgroup_remove
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -154,6 +162,57 @@ server_cmd() {
 	esac
 }
 
+# --- the CPU budget of the /hello rows ---------------------------------------
+# On 2 CPUs, wrk (two epoll_ctl, a write and a read per request) needs about
+# as much CPU per request as the servers, so unlimited hello rows run wrk
+# out of CPU first and their req/s say little about the server. With a
+# budget smaller than what wrk can drive, every server is what runs out, on
+# the same budget: req/s is then the server's throughput on that much CPU.
+# The budget is a cgroup's CPU bandwidth (cgroup v1 cpu controller, or v2
+# cpu.max), 10 ms periods; it is lifted for /sleep and the mixed load.
+cg_dir= cg_kind=
+cgroup_setup() {
+	local d
+	((cpu_budget == 0)) && return 0
+	if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
+		d=/sys/fs/cgroup/cpu/keel-bench-http-$$
+		mkdir -p "$d" 2>/dev/null && echo 10000 >"$d/cpu.cfs_period_us" 2>/dev/null &&
+			cg_dir=$d cg_kind=v1
+	elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]] &&
+	     grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+		d=/sys/fs/cgroup/keel-bench-http-$$
+		{ grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+		  echo +cpu >/sys/fs/cgroup/cgroup.subtree_control; } 2>/dev/null &&
+			mkdir -p "$d" 2>/dev/null && cg_dir=$d cg_kind=v2
+	fi
+	if [[ -z $cg_dir ]]; then
+		echo "bench: no CPU budget for the hello rows (it needs root and the cgroup cpu controller);" \
+			"they run unlimited, and wrk may be what runs out" >&2
+		cpu_budget=0
+	fi
+}
+
+# cgroup_limit PERCENT: the budget of the servers in the cgroup (0: none).
+cgroup_limit() {
+	[[ -n $cg_dir ]] || return 0
+	if [[ $cg_kind == v1 ]]; then
+		echo $(($1 > 0 ? $1 * 100 : -1)) >"$cg_dir/cpu.cfs_quota_us"
+	else
+		if (($1 > 0)); then echo "$(($1 * 100)) 10000" >"$cg_dir/cpu.max"
+		else echo "max 10000" >"$cg_dir/cpu.max"; fi
+	fi
+}
+
+cgroup_join() {
+	[[ -n $cg_dir ]] && echo "$1" >"$cg_dir/cgroup.procs"
+	return 0
+}
+
+cgroup_remove() {
+	[[ -n $cg_dir ]] && rmdir "$cg_dir" 2>/dev/null
+	return 0
+}
+
 # start_server CASE: starts it, waits (up to 10 s) for "ready <port>" and
 # sets $port.
 start_server() {
@@ -166,6 +225,9 @@ start_server() {
 	rm -f "$work/$c.out" "$work/$c.err"
 	"${cmd[@]}" >"$work/$c.out" 2>"$work/$c.err" &
 	server_pid=$!
+	# cgroup.procs takes the process with all its threads, those it
+	# starts later too.
+	cgroup_join "$server_pid"
 	port=
 	for ((i = 0; i < 200; i++)); do
 		if [[ -s $work/$c.out ]] && read -r word p <"$work/$c.out" && [[ $word == ready ]]; then
@@ -354,6 +416,7 @@ measure_mixed() {
 }
 
 # --- run ---------------------------------------------------------------------
+cgroup_setup
 # Server by server, each loaded the same way, so that both sides of a ratio
 # see the machine in about the same state.
 echo "bench: wrk -t$threads -d$duration (warm-up $warmup): /hello -c$conns, /sleep -c$sleep_conns," \
@@ -366,7 +429,9 @@ for ((r = 0; r < rounds; r++)); do
 		start_server "$c"
 		# Only /hello is measured again when the machine was busy: the
 		# sleeping requests leave the CPUs mostly idle.
+		cgroup_limit "$cpu_budget"
 		measure "$c" hello "$conns" /hello $((retries + 1))
+		cgroup_limit 0
 		measure "$c" sleep "$sleep_conns" /sleep 1
 		if [[ $mixed != 0 ]]; then
 			measure_mixed "$c"
@@ -394,6 +459,12 @@ table() {
 	if ((rounds > 1)); then
 		echo "          $rounds rounds: each figure is the median of the rounds"
 	fi
+	if ((cpu_budget > 0)); then
+		echo "budget:   each server may use ${cpu_budget}% of one CPU on /hello (cgroup $cg_kind cpu"
+		echo "          bandwidth, 10 ms periods), none on /sleep and the mixed load"
+	else
+		echo "budget:   none: the servers may use all CPUs on /hello too"
+	fi
 	echo
 	awk -v all="$results" -v mixed="$mixed" '
 	function ratio(a, b, r) {
@@ -406,6 +477,23 @@ table() {
 		if (!((a, "hello") in uspr) || !((b, "hello") in uspr) || uspr[a, "hello"] <= 0)
 			return -1
 		return uspr[b, "hello"] / uspr[a, "hello"]
+	}
+	# " (rounds 0.88-0.95)": the lowest and highest ratio a / b of the
+	# hello rows of each round (column k; inv: b / a, for CPU per request),
+	# or "" with fewer than two rounds of both
+	function rounds_range(a, b, k, inv,    m, i, lo, hi, x) {
+		m = cnt[a, "hello"] < cnt[b, "hello"] ? cnt[a, "hello"] : cnt[b, "hello"]
+		if (m < 2)
+			return ""
+		for (i = 1; i <= m; i++) {
+			if (col[a, "hello", i, k] <= 0 || col[b, "hello", i, k] <= 0)
+				return ""
+			x = inv ? col[b, "hello", i, k] / col[a, "hello", i, k] \
+				: col[a, "hello", i, k] / col[b, "hello", i, k]
+			if (i == 1 || x < lo) lo = x
+			if (i == 1 || x > hi) hi = x
+		}
+		return sprintf(" (rounds %.2f-%.2f)", lo, hi)
 	}
 	# median of the rounds of (case, route), column k
 	function median(key, k,    m, i, j, t, a) {
@@ -460,7 +548,7 @@ table() {
 		printf fmt, "ratio (req/s over req/s)", "measured", "target", "result"
 		x = ratio("keel_full", "bare_mhd", "hello")
 		printf fmt, "keel_full / bare_mhd, hello", fx(x), ">= 0.9x",
-			x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")
+			(x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")) rounds_range("keel_full", "bare_mhd", 3, 0)
 		printf fmt, "keel_full_synclog / bare_mhd, hello", fx(ratio("keel_full_synclog", "bare_mhd", "hello")), "", ""
 		printf fmt, "keel_bare / bare_mhd, hello", fx(ratio("keel_bare", "bare_mhd", "hello")), "", ""
 		printf fmt, "keel_full / keel_bare, hello", fx(ratio("keel_full", "keel_bare", "hello")), "", ""
@@ -474,7 +562,7 @@ table() {
 		printf fmt, "requests per CPU-second of the server", "measured", "target", "result"
 		x = eff("keel_full", "bare_mhd")
 		printf fmt, "keel_full / bare_mhd, hello", fx(x), ">= 0.9x",
-			x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")
+			(x < 0 ? "-" : (x >= 0.9 ? "met" : "missed")) rounds_range("keel_full", "bare_mhd", 8, 1)
 		printf fmt, "keel_bare / bare_mhd, hello", fx(eff("keel_bare", "bare_mhd")), "", ""
 		printf fmt, "keel_full / keel_bare, hello", fx(eff("keel_full", "keel_bare")), "", ""
 		printf fmt, "keel_full / go, hello", fx(eff("keel_full", "go")), "", ""
@@ -499,9 +587,10 @@ table() {
 	echo "Ratios are req/s over req/s: above 1.00x the first serves more."
 	echo "errors: wrk's socket errors (connect, read, write, timeout) in the run."
 	echo "srv cpu: the server's CPU time (all its threads) over the row's time, as a"
-	echo "share of one CPU; us/req: that CPU time per request wrk counted. When the"
-	echo "server stays under 100% it was not what ran out (wrk shares the 2 CPUs):"
-	echo "requests per CPU-second then compare the servers' costs where req/s cannot."
+	echo "share of one CPU; us/req: that CPU time per request wrk counted. A hello row"
+	echo "whose server stays under its budget (100% without one) was not served as fast"
+	echo "as the server could: wrk shares the CPUs and ran out first; requests per"
+	echo "CPU-second then compare the servers' costs where req/s cannot."
 	echo "others: the share of the CPUs the rest of the machine used during the row"
 	echo "(a hello row over ${quiet}% was measured again, up to $retries times; the quietest counts)."
 	echo "bare_mhd: MHD alone, one epoll thread + MHD_USE_TURBO (keel's default); its"
