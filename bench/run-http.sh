@@ -17,8 +17,9 @@
 #   keel_full_synclog  the same with a synchronous access log (one write(2)
 #                 per request on the event thread)
 #   go            go/httpbench: net/http + a deferred-recover middleware
-# Each is started in turn, loaded on GET /hello (the handler answers at once)
-# and GET /sleep (it sleeps 10 ms; keel runs it on its pool), then, unless
+# Each is started in turn, loaded on GET /hello (the handler answers at once;
+# the server held to KEEL_BENCH_HTTP_CPU % of one CPU, so that it and not
+# wrk is what runs out) and GET /sleep (it sleeps 10 ms; keel runs it on its pool), then, unless
 # KEEL_BENCH_HTTP_MIXED=0, on both at once: one connection asking /hello
 # while the others keep /sleep busy, to show whether a slow handler stalls
 # the rest. Then the server is stopped (SIGTERM) and must exit 0.

@@ -827,7 +827,27 @@ static void stop(struct daemon *d)
 	free(d->token);
 }
 
-/* Waits for SIGTERM/SIGINT; feeds the watchdog while the loop lives. */
+/* A cluster node whose id another live keeld has: the scheduler found it
+ * before its first beat and does nothing; this one stops (status 1). */
+static int node_taken(struct daemon *d)
+{
+	struct keel_sched_cluster ci;
+
+	keel_sched_cluster_info(d->sched, &ci);
+	if (!ci.node_conflict)
+		return 0;
+	keel_log_error(d->log, MOD,
+		       "another keeld is running as this node; stopping",
+		       KEEL_STR("node", d->node));
+	fprintf(stderr,
+		"keeld: another keeld is running as node %s (its heartbeat "
+		"goes on in the store); give each its own --node-id\n",
+		d->node);
+	return 1;
+}
+
+/* Waits for SIGTERM/SIGINT; feeds the watchdog while the loop lives; stops
+ * (1) when another keeld is this cluster node. */
 static int wait_signals(struct daemon *d, const sigset_t *set)
 {
 	uint64_t wd_usec = 0;
@@ -842,6 +862,8 @@ static int wait_signals(struct daemon *d, const sigset_t *set)
 				       (long)(period % KEEL_SEC) };
 		int sig = sigtimedwait(set, NULL, &ts);
 
+		if (sig < 0 && node_taken(d))
+			return 1;
 		if (sig == SIGTERM || sig == SIGINT) {
 			keel_log_info(d->log, MOD, "signal received, stopping",
 				      KEEL_STR("signal", sig == SIGTERM ? "SIGTERM"
@@ -894,7 +916,7 @@ int keeld_main(int argc, char **argv, keeld_setup_fn setup, void *ud)
 	if (rc == 0)
 		rc = wait_signals(&d, &set);
 	stop(&d);
-	keel_log_info(d.log, MOD, rc == 0 ? "keeld stopped" : "keeld failed to start");
+	keel_log_info(d.log, MOD, rc == 0 ? "keeld stopped" : d.started ? "keeld stopped on an error" : "keeld failed to start");
 	keel_log_flush(d.log);
 	keel_log_set_default(NULL);
 	keel_log_free(d.log);

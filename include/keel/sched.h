@@ -215,6 +215,9 @@ struct keel_sched_cluster {
 	uint64_t elected;   /* times it became leader */
 	int64_t heartbeat;  /* ms: cfg.heartbeat */
 	int64_t rescue_after; /* ms: cfg.rescue_after */
+	int node_conflict;  /* another live process beats as this node: this
+			       scheduler does nothing (no beat, claim or
+			       lease) and should be stopped */
 };
 /* Without cfg.cluster: cluster 0, leader 1, holder the node. */
 KEEL_API void keel_sched_cluster_info(struct keel_sched *s,

@@ -600,7 +600,7 @@ static void cluster(struct keel_http_req *rq, struct keel_http_resp *rs,
 				       alive));
 	}
 	keel_store_nodes_free(nodes, n);
-	o = json_pack("{s:s,s:s,s:o,s:I,s:o,s:b,s:I,s:I,s:I,s:I,s:o}", "mode",
+	o = json_pack("{s:s,s:s,s:o,s:I,s:o,s:b,s:I,s:I,s:I,s:I,s:b,s:o}", "mode",
 		      "cluster", "node", keel_sched_node(a->cfg.sched), "leader",
 		      ci.holder[0] != '\0' && ci.expires_at > ci.beat_at
 			      ? json_string(ci.holder)
@@ -611,7 +611,8 @@ static void cluster(struct keel_http_req *rq, struct keel_http_resp *rs,
 		      "this_node_leads", ci.leader, "skew_ms",
 		      (json_int_t)ci.skew, "rescued", (json_int_t)ci.rescued,
 		      "elected", (json_int_t)ci.elected, "lost",
-		      (json_int_t)ci.lost, "nodes", arr);
+		      (json_int_t)ci.lost, "node_conflict", ci.node_conflict,
+		      "nodes", arr);
 	send_json(rs, 200, o);
 }
 

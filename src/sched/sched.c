@@ -161,6 +161,8 @@ struct keel_sched {
 	int claim_now;	      /* claim at the next pass (new runs, a full
 				 claim) */
 	int recovered;	      /* our own runs of a previous life recovered */
+	int identified;	      /* no other live process is this node (the
+				 beat thread's) */
 	uint64_t reloads;
 	int64_t skew;	      /* ms: store clock - wall clock (atomic) */
 	struct keel_sched_cluster ci; /* keel_sched_cluster_info; under bmu */
@@ -1853,6 +1855,78 @@ static void lease_seen(struct keel_sched *s, int rc,
  * a loop busy with a long pass never makes the leader miss its renewal.
  * Runs the store says are no longer ours go to s->lost for the loop.
  */
+/* The last heartbeat of node's row in the store: 0 and *at (-1: no row),
+ * or the store's error. */
+static int node_last_beat(struct keel_sched *s, int64_t *at)
+{
+	struct keel_store_node *nodes = NULL;
+	size_t n = 0;
+	int rc = keel_store_node_list(s->cfg.store, 0, &nodes, &n);
+
+	*at = -1;
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(nodes[i].id, s->node) == 0)
+			*at = nodes[i].last_heartbeat;
+	keel_store_nodes_free(nodes, n);
+	return 0;
+}
+
+/* Room for the difference between this host's clock and the store's when
+ * a row's age is judged before the first beat has measured it. */
+#define IDENTITY_SKEW_MS 5000
+
+/*
+ * Before this node's first beat, on the beat thread: is another live
+ * process beating as this node? A second keeld given a live node's
+ * --node-id would take over its row and, at its first good beat, recover
+ * that node's running runs as crashed, and they would run twice. So when
+ * the row beat recently, this waits a beat and a half and reads it again:
+ * a row that moved has a live owner. 0: go on (no row, an old one, or one
+ * that did not move: its process is gone); -EAGAIN: not known yet (the
+ * store did not answer, or stopping); -EADDRINUSE: another process is this
+ * node, and this one must do nothing (set in ci.node_conflict).
+ */
+static int node_identity(struct keel_sched *s)
+{
+	int64_t first, again, end;
+	struct timespec ts;
+
+	if (node_last_beat(s, &first) != 0)
+		return -EAGAIN;
+	if (first < 0 || wall_ms() - first > s->cfg.rescue_after / NS_PER_MS +
+						     IDENTITY_SKEW_MS)
+		return 0;
+	end = keel_clock_now(NULL) + s->cfg.heartbeat * 3 / 2 + 250 * NS_PER_MS;
+	ts.tv_sec = (time_t)(end / KEEL_SEC);
+	ts.tv_nsec = (long)(end % KEEL_SEC);
+	pthread_mutex_lock(&s->bmu);
+	while (!s->beat_quit &&
+	       pthread_cond_timedwait(&s->bwake, &s->bmu, &ts) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->bmu);
+	if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE) ||
+	    node_last_beat(s, &again) != 0)
+		return -EAGAIN;
+	if (again < 0 || again == first)
+		return 0;
+	pthread_mutex_lock(&s->bmu);
+	s->ci.node_conflict = 1;
+	pthread_mutex_unlock(&s->bmu);
+	keel_log_error(s->log, MOD,
+		       "another process is beating as this node: this "
+		       "scheduler does nothing (no beat, claim or lease); "
+		       "stop one of them, or give each its own node id",
+		       KEEL_STR("node", s->node),
+		       KEEL_INT("heartbeat_was", first),
+		       KEEL_INT("heartbeat_now", again));
+	event(s, "error", "node.conflict", NULL, 0,
+	      "another process is beating as node %s; this one stays idle",
+	      s->node);
+	return -EADDRINUSE;
+}
+
 static void beat_once(struct keel_sched *s)
 {
 	struct keel_store *st = s->cfg.store;
@@ -1864,6 +1938,13 @@ static void beat_once(struct keel_sched *s)
 	int stopping = __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE);
 	int lrc = 0, brc, rrc = 0;
 
+	/* Not one beat before the node is known to be ours: a beat would
+	 * take over a live node's row. A conflict holds for good. */
+	if (!s->identified) {
+		if (stopping || s->ci.node_conflict || node_identity(s) != 0)
+			return;
+		s->identified = 1;
+	}
 	pthread_mutex_lock(&s->bmu);
 	n = s->nheld;
 	ids = calloc(n + 1, sizeof(*ids));

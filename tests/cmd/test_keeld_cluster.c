@@ -1049,6 +1049,59 @@ TEST(graceful_stop)
 	cl_close();
 }
 
+/* A second keeld started with a live node's --node-id (a copy-pasted unit
+ * file, a restart script that did not wait) sees that node's heartbeat
+ * move before its own first beat, exits 1 saying so, and leaves the live
+ * node's running run alone: recovered as crashed, it would run twice. */
+TEST(duplicate_node_id)
+{
+	const char *args[] = {
+		"--store", NULL, "--node-id", NULL, "--heartbeat", "100ms",
+		"--lease-ttl", "600ms", "--rescue-after", "1s", NULL,
+	};
+	struct lease l, l2;
+	struct run_row w;
+	long long id;
+
+	need_server();
+	cl_open(&server, "dupid");
+	start_leader(0, "a");
+	job_post(0, "{\"name\":\"busy\",\"schedule\":\"@every 1h\","
+		    "\"executor\":{\"type\":\"shell\","
+		    "\"command\":[\"sleep\",\"3\"]}}");
+	id = run_now(0, "busy");
+	WAIT(WAIT_S, run_is(id, "running", "n1"), "the run does not start");
+	EXPECT(lease_get(&l) == 0, "no lease row");
+
+	args[1] = cl.uri;
+	args[3] = cl.id[0]; /* n1 again, from another data directory */
+	keeld_proc_start_ok(&cl.node[1], args);
+	EXPECT(keeld_proc_wait(&cl.node[1], WAIT_S) == 0,
+	       "the second n1 did not exit");
+	EXPECT(cl.node[1].exited && cl.node[1].code == 1,
+	       "the second n1: exit %d signal %d", cl.node[1].code,
+	       cl.node[1].signo);
+	EXPECT(log_has(1, "another keeld is running as node n1"),
+	       "the second n1 did not say why it stopped");
+	/* Its beat would have put its own (empty) tags on n1's row. */
+	EXPECT(sql_int("SELECT count(*) FROM nodes WHERE id = 'n1' AND "
+		       "'a' = ANY(tags)") == 1,
+	       "the second n1 beat: n1's row lost its tags");
+	run_get(id, &w);
+	EXPECT(strcmp(w.state, "running") == 0 && strcmp(w.node, "n1") == 0,
+	       "the live node's run is %s on %s (%s)", w.state, w.node,
+	       w.error);
+	EXPECT(lease_get(&l2) == 0 && strcmp(l2.holder, "n1") == 0 &&
+		       l2.term == l.term,
+	       "the lease moved: %s term %lld, was term %lld", l2.holder,
+	       l2.term, l.term);
+	WAIT(WAIT_S, run_is(id, "succeeded", "n1"),
+	     "the live node's run did not succeed");
+	EXPECT(sql_int("SELECT count(*) FROM runs WHERE job = 'busy'") == 1,
+	       "the run ran twice");
+	cl_close();
+}
+
 /* ========================================================================
  * 7. Operations through another node
  * ======================================================================== */

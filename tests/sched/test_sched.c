@@ -821,6 +821,101 @@ TEST(own_runs_of_a_previous_life_recovered_before_claiming)
 	env_close(&e, 1);
 }
 
+/* Waits until the job's only run is running. */
+static void wait_one_running(struct env *e, const char *name)
+{
+	int64_t t0 = keel_clock_now(NULL);
+	struct keel_run *r;
+	size_t n;
+
+	for (;;) {
+		n = runs_of(e, name, &r);
+		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
+			break;
+		keel_store_runs_free(r, n);
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	keel_store_runs_free(r, n);
+}
+
+/* A second scheduler given a live node's id (a keeld started twice with
+ * one --node-id) finds the node's heartbeat moving before its own first
+ * beat and does nothing: it does not take the node's row, does not lead,
+ * and, above all, does not recover the live node's running run as
+ * crashed (it would run twice). Once the first is gone, the same id
+ * starts as usual. */
+TEST(a_live_nodes_id_is_refused_to_a_second_scheduler)
+{
+	struct env e;
+	struct keel_sched *first, *twin;
+	struct keel_sched_cluster ci;
+	struct keel_sched_stats ss;
+	struct keel_run *r;
+	int64_t t0;
+	size_t n;
+
+	env_new(&e);
+	gate_open = 0;
+	put(&e, "{\"name\":\"g\",\"schedule\":\"@manual\","
+		"\"executor\":{\"type\":\"handler\",\"name\":\"gate\"}}");
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	CHECK_INT(keel_sched_run_now(e.s, "g", NULL), ==, 0);
+	wait_one_running(&e, "g");
+	first = e.s;
+
+	sched_open(&e); /* the same config: node "test-node" */
+	twin = e.s;
+	CHECK_INT(keel_sched_start(twin), ==, 0);
+	t0 = keel_clock_now(NULL);
+	for (;;) {
+		keel_sched_cluster_info(twin, &ci);
+		if (ci.node_conflict)
+			break;
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	CHECK_INT(ci.beat_at, ==, 0);
+	CHECK_INT(ci.leader, ==, 0);
+	CHECK_INT(ci.elected, ==, 0);
+	/* Long enough for a recovery or a rescue to have happened. */
+	usleep(600 * 1000);
+	n = runs_of(&e, "g", &r);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(keel_run_state_name(r[0].state), "running");
+	keel_store_runs_free(r, n);
+	keel_sched_stats(twin, &ss);
+	CHECK_INT(ss.started, ==, 0);
+	keel_sched_cluster_info(first, &ci);
+	CHECK_INT(ci.node_conflict, ==, 0);
+	CHECK_INT(ci.leader, ==, 1);
+	keel_sched_free(twin);
+
+	/* The first one's run ends as it would have. */
+	__atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+	e.s = first;
+	wait_final(&e, "g", 1, 5 * SEC);
+	n = runs_of(&e, "g", &r);
+	CHECK_STR(keel_run_state_name(r[0].state), "succeeded");
+	keel_store_runs_free(r, n);
+
+	/* Gone (its row stays, and stops moving): the id is free again. */
+	CHECK_INT(keel_sched_stop(first, 5 * SEC), ==, 0);
+	keel_sched_free(first);
+	sched_open(&e);
+	CHECK_INT(keel_sched_start(e.s), ==, 0);
+	t0 = keel_clock_now(NULL);
+	for (;;) {
+		keel_sched_cluster_info(e.s, &ci);
+		CHECK_INT(ci.node_conflict, ==, 0);
+		if (ci.beat_at > 0 && ci.leader)
+			break;
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	env_close(&e, 1);
+}
+
 TEST(run_canceled_elsewhere_is_stopped_and_its_result_refused)
 {
 	struct env e;
