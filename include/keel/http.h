@@ -323,8 +323,14 @@ KEEL_API void keel_http_mw_recover(struct keel_http_req *rq,
  * there is none or it is invalid), makes a child span the thread's current
  * context for the rest of the chain (so every log line has it), answers
  * with a traceparent header, and takes X-Request-Id (or makes one from the
- * trace id) and echoes it. ud: unused.
+ * trace id: the traceparent's second field) and echoes it when the request
+ * had one (a bad one is answered with the id that replaced it). ud: NULL,
+ * or a struct keel_http_trace_opts.
  */
+struct keel_http_trace_opts {
+	int always_request_id; /* X-Request-Id on every answer, a made-up
+				  one too */
+};
 KEEL_API void keel_http_mw_trace(struct keel_http_req *rq,
 				 struct keel_http_resp *rs,
 				 const struct keel_http_next *next, void *ud);

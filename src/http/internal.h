@@ -102,6 +102,7 @@ struct keel_http_req {
 	int nvalues;
 	char request_id[72];
 	size_t request_id_len;
+	int echo_request_id; /* the answer carries X-Request-Id (trace) */
 	/* The trace middleware's request headers, found by the server's one
 	 * pass over the headers (NULL: absent). They point into the
 	 * connection's memory, or into the copies once detached. */

@@ -110,15 +110,15 @@ struct trace_slot {
 };
 
 /* The trace middleware's answer headers: tp, the request's traceparent
- * (formatted), and its request id. Both values are valid header values by
- * construction (hex; a request id passed request_id_len), so they skip
- * keel_http_set_header's checks. */
+ * (formatted), and its request id when it is echoed. Both values are valid
+ * header values by construction (hex; a request id passed
+ * request_id_len), so they skip keel_http_set_header's checks. */
 static void trace_headers_tp(struct keel_http_resp *rs,
 			     const struct keel_http_req *rq, const char *tp)
 {
 	keel__http_set_header_checked(rs, "traceparent", 11, tp,
 				      KEEL_TRACEPARENT_LEN);
-	if (rq->request_id_len != 0)
+	if (rq->echo_request_id && rq->request_id_len != 0)
 		keel__http_set_header_checked(
 		    rs, "X-Request-Id", 12, rq->request_id, rq->request_id_len);
 }
@@ -263,12 +263,16 @@ void keel_http_mw_trace(struct keel_http_req *rq, struct keel_http_resp *rs,
 	 * would find them, without a lookup each: the server found them. */
 	const char *tp = rq->h_traceparent;
 	const char *id = rq->h_request_id;
+	const struct keel_http_trace_opts *opts = ud;
 	struct keel_trace in, req, saved;
 	struct trace_slot *slot;
 	char out_tp[KEEL_TRACEPARENT_LEN + 1];
 	size_t idlen;
 
-	(void)ud;
+	/* Echoed when the request had one (a bad one: the id that replaced
+	 * it); a made-up id is the trace id, which traceparent carries. */
+	rq->echo_request_id =
+		id != NULL || (opts != NULL && opts->always_request_id);
 	if (tp != NULL && keel_traceparent_parse(tp, strlen(tp), &in) == 0)
 		keel_trace_child(&in, &req);
 	else

@@ -380,6 +380,7 @@ static struct conn_state *state_new(struct keel_http_server *s,
 	rq->nvalues = 0;
 	rq->request_id[0] = '\0';
 	rq->request_id_len = 0;
+	rq->echo_request_id = 0;
 	rq->h_traceparent = rq->h_request_id = NULL;
 	rq->trace_slot = NULL;
 	keel__http_resp_init(&rq->resp);

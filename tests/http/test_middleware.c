@@ -527,12 +527,28 @@ TEST(trace_context_and_request_id)
 		(const char *const[]){ long_id, NULL }, NULL, &r);
 	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), long_id + 14);
 
+	/* Without one: the trace id is the request's id (the handler's
+	 * keel_http_request_id), carried by traceparent; nothing to echo. */
+	http_get(t.port, "/trace", &r);
+	CHECK_INT(r.status, ==, 200);
+	resp_trace(&r, tid, sid);
+	CHECK_INT(strlen(tid), ==, 32);
+	CHECK(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)) == NULL);
+
 	/* Errors carry the trace too (404 through the chain). */
 	http_get(t.port, "/missing", &r);
 	CHECK_INT(r.status, ==, 404);
 	resp_trace(&r, tid, sid);
 	check_error_tid(&r, 404, b1);
 	CHECK_STR(b1, tid);
+	CHECK(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)) == NULL);
+	/* A recovered panic's 500 gets both back, the id as it came. */
+	http_do(t.port, "GET", "/panic",
+		(const char *const[]){ "X-Request-Id: p-1", NULL }, NULL, &r);
+	CHECK_INT(r.status, ==, 500);
+	resp_trace(&r, tid, sid);
+	CHECK_INT(strlen(tid), ==, 32);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), "p-1");
 
 	/* Nothing was left on the serving threads, panics included. */
 	http_get(t.port, "/panic", &r);
@@ -540,6 +556,40 @@ TEST(trace_context_and_request_id)
 	http_get(t.port, "/pool-panic", &r);
 	CHECK_INT(r.status, ==, 500);
 	CHECK_INT(atomic_load(&leaked), ==, 0);
+	tsrv_stop(&t);
+	logcap_free(&lc);
+}
+
+/* With always_request_id, a made-up id (the trace id) is sent too, on
+ * answers and on a recovered panic's 500; one that came is echoed. */
+TEST(trace_request_id_always)
+{
+	static const struct keel_http_trace_opts always = { 1 };
+	struct logcap lc;
+	struct tsrv t;
+	struct keel_http_router *rt;
+	struct hres r;
+	char tid[33], sid[17], rid[128];
+	struct mwdef mws[2];
+
+	logcap_init(&lc);
+	mws[0] = (struct mwdef){ keel_http_mw_recover, lc.lg };
+	mws[1] = (struct mwdef){ keel_http_mw_trace, (void *)&always };
+	CHECK_INT(keel_http_router_new(&rt), ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/trace", h_trace, NULL, 0), ==, 0);
+	CHECK_INT(keel_http_route(rt, "GET", "/panic", h_panic, NULL, 0), ==, 0);
+	tsrv_start(&t, rt, mws, sizeof(mws) / sizeof(mws[0]));
+	http_get(t.port, "/trace", &r);
+	CHECK_INT(r.status, ==, 200);
+	resp_trace(&r, tid, sid);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), tid);
+	http_get(t.port, "/panic", &r);
+	CHECK_INT(r.status, ==, 500);
+	resp_trace(&r, tid, sid);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), tid);
+	http_do(t.port, "GET", "/trace",
+		(const char *const[]){ "X-Request-Id: mine", NULL }, NULL, &r);
+	CHECK_STR(hres_header_get(&r, "X-Request-Id", rid, sizeof(rid)), "mine");
 	tsrv_stop(&t);
 	logcap_free(&lc);
 }
