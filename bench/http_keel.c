@@ -158,7 +158,9 @@ static int use_chain(const char *only)
 	int err;
 
 	for (i = 0; i < sizeof(mws) / sizeof(mws[0]); i++) {
-		void *ud = i == 3 ? (void *)b.hm : (void *)b.access;
+		/* recover and access_log: the logger; trace: its defaults;
+		 * metrics: its collector */
+		void *ud = i == 1 ? NULL : i == 3 ? (void *)b.hm : (void *)b.access;
 
 		if (only != NULL && strstr(only, mws[i].name) == NULL)
 			continue;

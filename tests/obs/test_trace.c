@@ -247,6 +247,37 @@ TEST(traceparent_surrounding_blanks)
 	}
 }
 
+/* Every byte value in every place of both ids, against printf. */
+TEST(ids_in_hex_every_byte)
+{
+	struct keel_trace t;
+	char hex[33], want[33], tp[KEEL_TRACEPARENT_LEN + 1];
+	int v, at;
+
+	for (v = 0; v < 256; v++) {
+		for (at = 0; at < 16; at++) {
+			memset(&t, 0, sizeof(t));
+			t.trace_id[at] = (uint8_t)v;
+			t.trace_id[15 - at] ^= (uint8_t)(255 - v);
+			t.span_id[at % 8] = (uint8_t)v;
+			t.flags = (uint8_t)v;
+			for (int k = 0; k < 16; k++)
+				snprintf(want + 2 * k, 3, "%02x", t.trace_id[k]);
+			keel_trace_id_hex(&t, hex);
+			CHECK_STR(hex, want);
+			for (int k = 0; k < 8; k++)
+				snprintf(want + 2 * k, 3, "%02x", t.span_id[k]);
+			keel_span_id_hex(&t, hex);
+			CHECK_STR(hex, want);
+			keel_traceparent_format(&t, tp);
+			CHECK_INT(strlen(tp), ==, KEEL_TRACEPARENT_LEN);
+			CHECK(memcmp(tp + 36, want, 16) == 0);
+			snprintf(want, 3, "%02x", v);
+			CHECK_STR(tp + 53, want);
+		}
+	}
+}
+
 TEST(format_parse_round_trip)
 {
 	char buf[KEEL_TRACEPARENT_LEN + 1], again[KEEL_TRACEPARENT_LEN + 1];
