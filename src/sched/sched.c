@@ -1882,7 +1882,8 @@ static int node_last_beat(struct keel_sched *s, int64_t *at)
  * process beating as this node? A second keeld given a live node's
  * --node-id would take over its row and, at its first good beat, recover
  * that node's running runs as crashed, and they would run twice. So when
- * the row beat recently, this waits a beat and a half and reads it again:
+ * the row beat recently, this waits two heartbeats and half a second (a
+ * loaded owner's beat may be late) and reads it again:
  * a row that moved has a live owner. 0: go on (no row, an old one, or one
  * that did not move: its process is gone); -EAGAIN: not known yet (the
  * store did not answer, or stopping); -EADDRINUSE: another process is this
@@ -1898,7 +1899,7 @@ static int node_identity(struct keel_sched *s)
 	if (first < 0 || wall_ms() - first > s->cfg.rescue_after / NS_PER_MS +
 						     IDENTITY_SKEW_MS)
 		return 0;
-	end = keel_clock_now(NULL) + s->cfg.heartbeat * 3 / 2 + 250 * NS_PER_MS;
+	end = keel_clock_now(NULL) + 2 * s->cfg.heartbeat + 500 * NS_PER_MS;
 	ts.tv_sec = (time_t)(end / KEEL_SEC);
 	ts.tv_nsec = (long)(end % KEEL_SEC);
 	pthread_mutex_lock(&s->bmu);
