@@ -258,6 +258,31 @@ static void wait_final(struct env *e, const char *name, size_t n,
 	}
 }
 
+/* Starts the scheduler with job g (a handler that runs until gate_open
+ * is set) and waits until its one run is running. */
+static void start_gated_run(struct env *e)
+{
+	int64_t t0;
+	struct keel_run *r;
+	size_t n;
+
+	gate_open = 0;
+	put(e, "{\"name\":\"g\",\"schedule\":\"@manual\","
+	       "\"executor\":{\"type\":\"handler\",\"name\":\"gate\"}}");
+	CHECK_INT(keel_sched_start(e->s), ==, 0);
+	CHECK_INT(keel_sched_run_now(e->s, "g", NULL), ==, 0);
+	t0 = keel_clock_now(NULL);
+	for (;;) {
+		n = runs_of(e, "g", &r);
+		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
+			break;
+		keel_store_runs_free(r, n);
+		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
+		usleep(10000);
+	}
+	keel_store_runs_free(r, n);
+}
+
 /* With the scheduler started: waits for the job's two runs, of which the
  * first crashed and the second, its retry, succeeded; returns them in *out
  * (oldest first; keel_store_runs_free(*out, 2)). */
@@ -821,24 +846,6 @@ TEST(own_runs_of_a_previous_life_recovered_before_claiming)
 	env_close(&e, 1);
 }
 
-/* Waits until the job's only run is running. */
-static void wait_one_running(struct env *e, const char *name)
-{
-	int64_t t0 = keel_clock_now(NULL);
-	struct keel_run *r;
-	size_t n;
-
-	for (;;) {
-		n = runs_of(e, name, &r);
-		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
-			break;
-		keel_store_runs_free(r, n);
-		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
-		usleep(10000);
-	}
-	keel_store_runs_free(r, n);
-}
-
 /* A second scheduler given a live node's id (a keeld started twice with
  * one --node-id) finds the node's heartbeat moving before its own first
  * beat and does nothing: it does not take the node's row, does not lead,
@@ -856,12 +863,7 @@ TEST(a_live_nodes_id_is_refused_to_a_second_scheduler)
 	size_t n;
 
 	env_new(&e);
-	gate_open = 0;
-	put(&e, "{\"name\":\"g\",\"schedule\":\"@manual\","
-		"\"executor\":{\"type\":\"handler\",\"name\":\"gate\"}}");
-	CHECK_INT(keel_sched_start(e.s), ==, 0);
-	CHECK_INT(keel_sched_run_now(e.s, "g", NULL), ==, 0);
-	wait_one_running(&e, "g");
+	start_gated_run(&e);
 	first = e.s;
 
 	sched_open(&e); /* the same config: node "test-node" */
@@ -1037,21 +1039,7 @@ TEST(results_the_store_refused_survive_in_the_spool)
 	e.busy_timeout = 20 * KEEL_MSEC;
 	env_open(&e);
 	sched_open(&e);
-	gate_open = 0;
-	put(&e, "{\"name\":\"g\",\"schedule\":\"@manual\","
-		"\"executor\":{\"type\":\"handler\",\"name\":\"gate\"}}");
-	CHECK_INT(keel_sched_start(e.s), ==, 0);
-	CHECK_INT(keel_sched_run_now(e.s, "g", NULL), ==, 0);
-	t0 = keel_clock_now(NULL);
-	for (;;) { /* running */
-		n = runs_of(&e, "g", &r);
-		if (n == 1 && r[0].state == KEEL_RUN_RUNNING)
-			break;
-		keel_store_runs_free(r, n);
-		CHECK(keel_clock_now(NULL) - t0 < 5 * SEC);
-		usleep(10000);
-	}
-	keel_store_runs_free(r, n);
+	start_gated_run(&e);
 	/* Another writer holds the database: the result cannot be stored. */
 	snprintf(path, sizeof(path), "%s/keeld.db", e.dir);
 	CHECK_INT(sqlite3_open(path, &db), ==, SQLITE_OK);
