@@ -916,7 +916,10 @@ int keeld_main(int argc, char **argv, keeld_setup_fn setup, void *ud)
 	if (rc == 0)
 		rc = wait_signals(&d, &set);
 	stop(&d);
-	keel_log_info(d.log, MOD, rc == 0 ? "keeld stopped" : d.started ? "keeld stopped on an error" : "keeld failed to start");
+	keel_log_info(d.log, MOD,
+		      rc == 0	   ? "keeld stopped"
+		      : d.started ? "keeld stopped on an error"
+				   : "keeld failed to start");
 	keel_log_flush(d.log);
 	keel_log_set_default(NULL);
 	keel_log_free(d.log);

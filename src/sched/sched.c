@@ -1848,13 +1848,6 @@ static void lease_seen(struct keel_sched *s, int rc,
 	}
 }
 
-/*
- * One beat, on the beat thread: takes or renews the lease (a stopping
- * node gives it up), beats the node and the runs it holds, and learns the
- * store's clock. It takes no lock the loop holds across a store call, so
- * a loop busy with a long pass never makes the leader miss its renewal.
- * Runs the store says are no longer ours go to s->lost for the loop.
- */
 /* The last heartbeat of node's row in the store: 0 and *at (-1: no row),
  * or the store's error. */
 static int node_last_beat(struct keel_sched *s, int64_t *at)
@@ -1883,8 +1876,8 @@ static int node_last_beat(struct keel_sched *s, int64_t *at)
  * --node-id would take over its row and, at its first good beat, recover
  * that node's running runs as crashed, and they would run twice. So when
  * the row beat recently, this waits two heartbeats and half a second (a
- * loaded owner's beat may be late) and reads it again:
- * a row that moved has a live owner. 0: go on (no row, an old one, or one
+ * loaded owner's beat may be late) and reads it again: a row that moved
+ * has a live owner. 0: go on (no row, an old one, or one
  * that did not move: its process is gone); -EAGAIN: not known yet (the
  * store did not answer, or stopping); -EADDRINUSE: another process is this
  * node, and this one must do nothing (set in ci.node_conflict).
@@ -1928,6 +1921,14 @@ static int node_identity(struct keel_sched *s)
 	return -EADDRINUSE;
 }
 
+/*
+ * One beat, on the beat thread: takes or renews the lease (a stopping
+ * node gives it up), beats the node and the runs it holds, and learns the
+ * store's clock. It takes no lock the loop holds across a store call, so
+ * a loop busy with a long pass never makes the leader miss its renewal.
+ * Runs the store says are no longer ours go to s->lost for the loop.
+ * Nothing is done before node_identity has found this node is ours.
+ */
 static void beat_once(struct keel_sched *s)
 {
 	struct keel_store *st = s->cfg.store;
