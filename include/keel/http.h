@@ -325,9 +325,9 @@ KEEL_API void keel_http_mw_recover(struct keel_http_req *rq,
  * with a traceparent header, and takes X-Request-Id (or makes one from the
  * trace id: the traceparent's second field) and echoes it when the request
  * had one (a bad one is answered with the id that replaced it). ud: NULL,
- * or a struct keel_http_trace_opts.
+ * or a struct keel_http_trace_options.
  */
-struct keel_http_trace_opts {
+struct keel_http_trace_options {
 	int always_request_id; /* X-Request-Id on every answer, a made-up
 				  one too */
 };

@@ -263,7 +263,7 @@ void keel_http_mw_trace(struct keel_http_req *rq, struct keel_http_resp *rs,
 	 * would find them, without a lookup each: the server found them. */
 	const char *tp = rq->h_traceparent;
 	const char *id = rq->h_request_id;
-	const struct keel_http_trace_opts *opts = ud;
+	const struct keel_http_trace_options *opts = ud;
 	struct keel_trace in, req, saved;
 	struct trace_slot *slot;
 	char out_tp[KEEL_TRACEPARENT_LEN + 1];

@@ -564,7 +564,7 @@ TEST(trace_context_and_request_id)
  * answers and on a recovered panic's 500; one that came is echoed. */
 TEST(trace_request_id_always)
 {
-	static const struct keel_http_trace_opts always = { 1 };
+	static const struct keel_http_trace_options always = { 1 };
 	struct logcap lc;
 	struct tsrv t;
 	struct keel_http_router *rt;
