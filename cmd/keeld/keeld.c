@@ -188,7 +188,7 @@ static int parse_tags(struct opts *o)
 				return -1;
 			}
 		}
-		if (n == 32) {
+		if (n == sizeof(o->tag) / sizeof(o->tag[0])) {
 			fprintf(stderr, "keeld: --tags: at most 32 tags\n");
 			return -1;
 		}

@@ -1848,6 +1848,16 @@ static void lease_seen(struct keel_sched *s, int rc,
 	}
 }
 
+/* The moment in ns from now on the monotonic clock, for the waits on
+ * s->bwake (a CLOCK_MONOTONIC condition variable). */
+static struct timespec bwake_at(int64_t in)
+{
+	int64_t at = keel_clock_now(NULL) + in;
+
+	return (struct timespec){ (time_t)(at / KEEL_SEC),
+				  (long)(at % KEEL_SEC) };
+}
+
 /* The last heartbeat of node's row in the store: 0 and *at (-1: no row),
  * or the store's error. */
 static int node_last_beat(struct keel_sched *s, int64_t *at)
@@ -1884,7 +1894,7 @@ static int node_last_beat(struct keel_sched *s, int64_t *at)
  */
 static int node_identity(struct keel_sched *s)
 {
-	int64_t first, again, end;
+	int64_t first, again;
 	struct timespec ts;
 
 	if (node_last_beat(s, &first) != 0)
@@ -1892,9 +1902,7 @@ static int node_identity(struct keel_sched *s)
 	if (first < 0 || wall_ms() - first > s->cfg.rescue_after / NS_PER_MS +
 						     IDENTITY_SKEW_MS)
 		return 0;
-	end = keel_clock_now(NULL) + 2 * s->cfg.heartbeat + 500 * NS_PER_MS;
-	ts.tv_sec = (time_t)(end / KEEL_SEC);
-	ts.tv_nsec = (long)(end % KEEL_SEC);
+	ts = bwake_at(2 * s->cfg.heartbeat + 500 * NS_PER_MS);
 	pthread_mutex_lock(&s->bmu);
 	while (!s->beat_quit &&
 	       pthread_cond_timedwait(&s->bwake, &s->bmu, &ts) != ETIMEDOUT)
@@ -2051,16 +2059,12 @@ static void *beat_main(void *arg)
 	pthread_mutex_lock(&s->bmu);
 	while (!s->beat_quit) {
 		struct timespec ts;
-		int64_t at;
 
 		pthread_mutex_unlock(&s->bmu);
 		beat_once(s);
 		pthread_mutex_lock(&s->bmu);
 		/* Stopping wakes it early: the lease is given up at once. */
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		at = (int64_t)ts.tv_sec * KEEL_SEC + ts.tv_nsec + s->cfg.heartbeat;
-		ts.tv_sec = (time_t)(at / KEEL_SEC);
-		ts.tv_nsec = (long)(at % KEEL_SEC);
+		ts = bwake_at(s->cfg.heartbeat);
 		if (!s->beat_quit && !s->beat_now)
 			pthread_cond_timedwait(&s->bwake, &s->bmu, &ts);
 		s->beat_now = 0;

@@ -1055,10 +1055,6 @@ TEST(graceful_stop)
  * node's running run alone: recovered as crashed, it would run twice. */
 TEST(duplicate_node_id)
 {
-	const char *args[] = {
-		"--store", NULL, "--node-id", NULL, "--heartbeat", "100ms",
-		"--lease-ttl", "600ms", "--rescue-after", "1s", NULL,
-	};
 	struct lease l, l2;
 	struct run_row w;
 	long long id;
@@ -1073,9 +1069,9 @@ TEST(duplicate_node_id)
 	WAIT(WAIT_S, run_is(id, "running", "n1"), "the run does not start");
 	EXPECT(lease_get(&l) == 0, "no lease row");
 
-	args[1] = cl.uri;
-	args[3] = cl.id[0]; /* n1 again, from another data directory */
-	keeld_proc_start_ok(&cl.node[1], args);
+	/* n1 again, from another data directory */
+	snprintf(cl.id[1], sizeof(cl.id[1]), "%s", cl.id[0]);
+	node_start(1, NULL);
 	EXPECT(keeld_proc_wait(&cl.node[1], WAIT_S) == 0,
 	       "the second n1 did not exit");
 	EXPECT(cl.node[1].exited && cl.node[1].code == 1,
