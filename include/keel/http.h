@@ -148,7 +148,7 @@ struct keel_http_config {
 	unsigned per_ip_connections; /* 0 (default): no limit */
 	int64_t idle_timeout;     /* a connection silent this long is closed
 				   * (slow clients included); default 30 s */
-	size_t max_header_size;   /* request line + headers; default 16 KiB;
+	size_t max_header_size;   /* request line + headers; default 8 KiB;
 				   * over it: 431 (far over it, libmicrohttpd's
 				   * own answer: see docs/http.md) */
 	size_t max_body_size;     /* default 1 MiB; over it: 413 */

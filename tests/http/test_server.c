@@ -612,6 +612,83 @@ TEST(header_limit)
 	srv_done(s, rt);
 }
 
+/* What the server counts against max_header_size: the request line's
+ * three parts with 4 bytes, each header's name and value with 4 (as they
+ * are on the wire: ": " and CRLF). A request of many_headers has
+ * HDR_BASE (GET /hello HTTP/1.1, Host: x) and HDR_CLOSE (Connection:
+ * close) besides its X-H headers. */
+#define HDR_BASE (3 + 6 + 8 + 4 + 4 + 1 + 4)
+#define HDR_CLOSE (10 + 5 + 4)
+
+/* A request whose headers, as counted, come to at most `upto`: X-H
+ * headers of `each` bytes each ("X-H-0001: 000...0" and CRLF), as many as
+ * fit. */
+static size_t many_headers(char *req, size_t cap, size_t each, size_t upto)
+{
+	size_t len, counted = HDR_BASE + HDR_CLOSE;
+	int i = 0;
+
+	len = (size_t)snprintf(req, cap, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+	while (counted + each <= upto && len + each + 64 < cap) {
+		len += (size_t)snprintf(req + len, cap - len, "X-H-%04d: %0*d\r\n",
+					i++, (int)(each - 12), 0);
+		counted += each;
+	}
+	len += (size_t)snprintf(req + len, cap - len, "Connection: close\r\n\r\n");
+	return len;
+}
+
+/* The default limit (8 KiB) in the pool the server gives libmicrohttpd
+ * for it: requests up to the limit are served, in one big header or in a
+ * hundred (Apache's and Tomcat's limit on their number); over it, the
+ * standard 431. Hundreds of small headers do not fit in the pool with
+ * their list: libmicrohttpd's own 431. */
+TEST(header_limit_default)
+{
+	struct keel_http_router *rt = std_router();
+	struct keel_http_server *s;
+	static char req[32768], buf[8192];
+	const size_t limit = 8192;
+	size_t n, each[] = { limit - HDR_BASE - HDR_CLOSE, 81 };
+	unsigned i;
+	int closed;
+	json_t *o;
+
+	test_lg = cap_logger();
+	s = srv_start(rt, cfg_cap);
+	/* One header that takes the request to the limit exactly; a hundred
+	 * of 81 bytes (8,149 of it). */
+	for (i = 0; i < sizeof(each) / sizeof(each[0]); i++) {
+		n = many_headers(req, sizeof(req), each[i], limit);
+		raw_exchange(keel_http_server_port(s), req, n, buf,
+			     sizeof(buf), 3000, &closed);
+		CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	}
+	/* A byte over: the standard 431. */
+	n = many_headers(req, sizeof(req), limit + 1 - HDR_BASE - HDR_CLOSE,
+			 limit + 1);
+	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
+		     &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0);
+	CHECK(closed);
+	o = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
+	CHECK(o != NULL);
+	CHECK_INT(json_integer_value(json_object_get(o, "code")), ==, 431);
+	json_decref(o);
+	/* 254 headers of 32 bytes, under the limit: libmicrohttpd's 431. */
+	n = many_headers(req, sizeof(req), 32, limit);
+	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
+		     &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0);
+	CHECK(closed);
+	/* The server is fine. */
+	n = many_headers(req, sizeof(req), 81, 1024);
+	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
+		     &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	srv_done(s, rt);
+}
+
 TEST(body_limit)
 {
 	struct keel_http_router *rt = std_router();
@@ -1172,7 +1249,7 @@ TEST(config_errors)
 	CHECK_INT(cfg.max_connections, ==, 1024);
 	CHECK_INT(cfg.per_ip_connections, ==, 0);
 	CHECK_INT(cfg.idle_timeout, ==, 30 * KEEL_SEC);
-	CHECK_INT(cfg.max_header_size, ==, 16384);
+	CHECK_INT(cfg.max_header_size, ==, 8192);
 	CHECK_INT(cfg.max_body_size, ==, 1048576);
 	CHECK(cfg.tls_cert_pem == NULL && cfg.tls_key_pem == NULL);
 	CHECK_INT(cfg.pool_threads, ==, 4);
