@@ -47,8 +47,25 @@
 #                             try is kept); 0: each row once
 #   KEEL_BENCH_ROUNDS         rounds of everything (default 1); with more,
 #                             each figure is the median of its rounds
+#   KEEL_BENCH_HTTP_PAIRS     rounds of the paired /hello runs (default 10,
+#                             an odd number is rounded up; 0: none), see below
+#   KEEL_BENCH_HTTP_PAIR_CPU  each paired server's budget, percent of one CPU
+#                             (default 20)
+#   KEEL_BENCH_HTTP_PAIR_DURATION  one paired measurement (default 3s)
 #   KEEL_BENCH_BUILD          build folder (default build-bench)
 #   GO, CC                    as for bench/run.sh
+#
+# Then the paired runs, which the /hello ratios are best read from: the
+# rows above run one server after the other, and on a shared host the CPU a
+# request costs drifts by several per cent within minutes, more than the
+# differences measured. A pair runs two servers at once, both on the last
+# CPU, each in a cgroup of its own with the same budget, each loaded by its
+# own wrk on CPU 0; whatever the host does then, it does to both. Each
+# round starts both afresh and swaps which goes first (start order, port,
+# cgroup: worth a few per cent on their own), and the ratio is the
+# geometric mean of the rounds, from which that advantage cancels out. Pairs: keel_full / bare_mhd (the target), keel_bare /
+# bare_mhd, keel_full / keel_bare and keel_full / go, of the cases run. They
+# need 2 CPUs, taskset and the cgroup budget; without, they are left out.
 #
 # The table also goes to bench/results/http-<date>.txt. Targets are
 # reported, never enforced: the exit status is 0 whenever every server
@@ -77,6 +94,9 @@ quiet=${KEEL_BENCH_HTTP_QUIET:-15}
 retries=${KEEL_BENCH_HTTP_RETRIES:-3}
 rounds=${KEEL_BENCH_ROUNDS:-1}
 cpu_budget=${KEEL_BENCH_HTTP_CPU:-50}
+pairs=${KEEL_BENCH_HTTP_PAIRS:-10}
+pair_budget=${KEEL_BENCH_HTTP_PAIR_CPU:-20}
+pair_duration=${KEEL_BENCH_HTTP_PAIR_DURATION:-3s}
 read -r -a cases <<<"${KEEL_BENCH_HTTP_CASES:-bare_mhd bare_mhd_tpc keel_bare keel_full keel_full_synclog go}"
 
 for v in threads conns sleep_conns rounds; do
@@ -85,13 +105,23 @@ for v in threads conns sleep_conns rounds; do
 		exit 2
 	fi
 done
+if ! [[ $pairs =~ ^[0-9]+$ ]]; then
+	echo "bench: pairs ($pairs) must be a number" >&2
+	exit 2
+fi
+# Each server goes first in half the rounds.
+pairs=$((pairs + pairs % 2))
+if ! [[ $pair_budget =~ ^[1-9][0-9]*$ ]] || ((pair_budget > 50)); then
+	echo "bench: pair_budget ($pair_budget) must be a number from 1 to 50" >&2
+	exit 2
+fi
 for v in quiet retries cpu_budget; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} > 100)); then
 		echo "bench: $v (${!v}) must be a number from 0 to 100" >&2
 		exit 2
 	fi
 done
-for v in duration warmup timeout; do
+for v in duration warmup timeout pair_duration; do
 	# wrk takes whole seconds, minutes or hours ("500ms" is refused)
 	if ! [[ ${!v} =~ ^[1-9][0-9]*(s|m|h)?$ ]]; then
 		echo "bench: $v (${!v}) must be a wrk duration such as 5s, 2m or 1h" >&2
@@ -136,13 +166,14 @@ wrk_version=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}')
 work=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-http-XXXXXX")
 server_pid=
 loader_pid=
+pair_pids=
 
 cleanup() {
 	local p
-	for p in $loader_pid $server_pid; do
+	for p in $loader_pid $server_pid $pair_pids; do
 		kill -TERM "$p" 2>/dev/null || true
 	done
-	for p in $loader_pid $server_pid; do
+	for p in $loader_pid $server_pid $pair_pids; do
 		wait "$p" 2>/dev/null || true
 	done
 	rm -rf "$work"
@@ -171,64 +202,97 @@ server_cmd() {
 # the same budget: req/s is then the server's throughput on that much CPU.
 # The budget is a cgroup's CPU bandwidth (cgroup v1 cpu controller, or v2
 # cpu.max), 10 ms periods; it is lifted for /sleep and the mixed load.
-cg_dir= cg_kind=
-cgroup_setup() {
+cg_dir= cg_kind= pair_cg=()
+# cg_make NAME: a cgroup with the cpu controller, its path in $cg_made
+# (empty when there is none to be had).
+cg_make() {
 	local d
-	((cpu_budget == 0)) && return 0
+	cg_made=
 	if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
-		d=/sys/fs/cgroup/cpu/keel-bench-http-$$
+		d=/sys/fs/cgroup/cpu/$1
 		mkdir -p "$d" 2>/dev/null && echo 10000 >"$d/cpu.cfs_period_us" 2>/dev/null &&
-			cg_dir=$d cg_kind=v1
+			cg_made=$d cg_kind=v1
 	elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]] &&
 	     grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
-		d=/sys/fs/cgroup/keel-bench-http-$$
+		d=/sys/fs/cgroup/$1
 		{ grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
 		  echo +cpu >/sys/fs/cgroup/cgroup.subtree_control; } 2>/dev/null &&
-			mkdir -p "$d" 2>/dev/null && cg_dir=$d cg_kind=v2
+			mkdir -p "$d" 2>/dev/null && cg_made=$d cg_kind=v2
 	fi
-	if [[ -z $cg_dir ]]; then
-		echo "bench: no CPU budget for the hello rows (it needs root and the cgroup cpu controller);" \
-			"they run unlimited, and wrk may be what runs out" >&2
-		cpu_budget=0
+	return 0
+}
+
+# The hello rows' cgroup, and the two of the paired runs.
+cgroup_setup() {
+	if ((cpu_budget > 0)); then
+		cg_make "keel-bench-http-$$"
+		cg_dir=$cg_made
+		if [[ -z $cg_dir ]]; then
+			echo "bench: no CPU budget for the hello rows (it needs root and the cgroup cpu controller);" \
+				"they run unlimited, and wrk may be what runs out" >&2
+			cpu_budget=0
+		fi
+	fi
+	((pairs > 0)) || return 0
+	if ((ncpu < 2)) || ! command -v taskset >/dev/null; then
+		echo "bench: no paired runs: they need 2 CPUs and taskset (util-linux)" >&2
+		pairs=0
+		return 0
+	fi
+	cg_make "keel-bench-http-$$-a" && pair_cg[0]=$cg_made
+	cg_make "keel-bench-http-$$-b" && pair_cg[1]=$cg_made
+	if [[ -z ${pair_cg[0]} || -z ${pair_cg[1]} ]]; then
+		echo "bench: no paired runs: they need root and the cgroup cpu controller" >&2
+		pairs=0
 	fi
 }
 
-# cgroup_limit PERCENT: the budget of the servers in the cgroup (0: none).
-cgroup_limit() {
-	[[ -n $cg_dir ]] || return 0
+# cg_limit DIR PERCENT: the budget of the processes in DIR (0: none).
+cg_limit() {
+	[[ -n $1 ]] || return 0
 	if [[ $cg_kind == v1 ]]; then
-		echo $(($1 > 0 ? $1 * 100 : -1)) >"$cg_dir/cpu.cfs_quota_us"
+		echo $(($2 > 0 ? $2 * 100 : -1)) >"$1/cpu.cfs_quota_us"
 	else
-		if (($1 > 0)); then echo "$(($1 * 100)) 10000" >"$cg_dir/cpu.max"
-		else echo "max 10000" >"$cg_dir/cpu.max"; fi
+		if (($2 > 0)); then echo "$(($2 * 100)) 10000" >"$1/cpu.max"
+		else echo "max 10000" >"$1/cpu.max"; fi
 	fi
 }
 
-cgroup_join() {
-	[[ -n $cg_dir ]] && echo "$1" >"$cg_dir/cgroup.procs"
+# cgroup_limit PERCENT: the budget of the hello rows' server.
+cgroup_limit() {
+	cg_limit "$cg_dir" "$1"
+}
+
+# cg_join DIR PID: the process, with all its threads (those it starts
+# later too), into DIR.
+cg_join() {
+	[[ -n $1 ]] && echo "$2" >"$1/cgroup.procs"
 	return 0
 }
 
 cgroup_remove() {
-	[[ -n $cg_dir ]] && rmdir "$cg_dir" 2>/dev/null
+	local d
+	for d in "$cg_dir" "${pair_cg[@]}"; do
+		[[ -n $d ]] && rmdir "$d" 2>/dev/null
+	done
 	return 0
 }
 
-# start_server CASE: starts it, waits (up to 10 s) for "ready <port>" and
-# sets $port.
+# start_server CASE [CGROUP CPUS]: starts it (in the hello rows' cgroup,
+# or CGROUP, on CPUS when given), waits (up to 10 s) for "ready <port>" and
+# sets $server_pid and $port.
 start_server() {
-	local c=$1 i word p
+	local c=$1 cg=${2-$cg_dir} i word p
 	local -a cmd
 	read -r -a cmd <<<"$(server_cmd "$c")"
+	[[ -n ${3-} ]] && cmd=(taskset -c "$3" "${cmd[@]}")
 	# The previous round's files go first: the redirection below empties
 	# them only once the child runs, and the loop must not read the old
 	# "ready <port>" before that.
 	rm -f "$work/$c.out" "$work/$c.err"
 	"${cmd[@]}" >"$work/$c.out" 2>"$work/$c.err" &
 	server_pid=$!
-	# cgroup.procs takes the process with all its threads, those it
-	# starts later too.
-	cgroup_join "$server_pid"
+	cg_join "$cg" "$server_pid"
 	port=
 	for ((i = 0; i < 200; i++)); do
 		if [[ -s $work/$c.out ]] && read -r word p <"$work/$c.out" && [[ $word == ready ]]; then
@@ -416,6 +480,83 @@ measure_mixed() {
 	total=$((total + ${lh##* } + ${ls##* }))
 }
 
+# --- paired runs -------------------------------------------------------------
+# pair_wrk OUT PORT DURATION: wrk on /hello of PORT, on the load CPU.
+pair_wrk() {
+	if ! taskset -c 0 wrk -t1 -c"$conns" -d"$3" --timeout "$timeout" --latency \
+		"http://127.0.0.1:$2/hello" >"$1" 2>&1; then
+		echo "bench: wrk failed:" >&2
+		cat "$1" >&2
+		return 1
+	fi
+}
+
+# pair_round X Y SWAP: X and Y at once (Y started first when SWAP is 1),
+# each on the last CPU in a cgroup of its own at $pair_budget %, each
+# loaded by its own wrk on CPU 0; appends "X Y <req/s of X> <CPU % of X>
+# <req/s of Y> <CPU % of Y>" to $pair_results.
+pair_round() {
+	local x=$1 y=$2 first=$1 second=$2 srv_cpu=$((ncpu - 1))
+	local p1 p2 port1 port2 w1 w2 l1 l2 rx ry d bad t1 t2
+	if (($3)); then first=$2 second=$1; fi
+	cg_limit "${pair_cg[0]}" "$pair_budget"
+	cg_limit "${pair_cg[1]}" "$pair_budget"
+	start_server "$first" "${pair_cg[0]}" "$srv_cpu"
+	p1=$server_pid port1=$port
+	pair_pids=$p1 server_pid=
+	start_server "$second" "${pair_cg[1]}" "$srv_cpu"
+	p2=$server_pid port2=$port
+	pair_pids="$p1 $p2" server_pid=
+	for d in "$warmup" "$pair_duration"; do
+		t1=$(awk '{ print $14 + $15 }' "/proc/$p1/stat")
+		t2=$(awk '{ print $14 + $15 }' "/proc/$p2/stat")
+		pair_wrk "$work/pair1.wrk" "$port1" "$d" & w1=$!
+		pair_wrk "$work/pair2.wrk" "$port2" "$d" & w2=$!
+		bad=0
+		wait "$w1" || bad=1
+		wait "$w2" || bad=1
+		((bad == 0)) || exit 1
+	done
+	# Each server's CPU over the measured run, percent of one CPU: at its
+	# budget when the server, not its wrk, is what ran out.
+	t1=$(awk -v t0="$t1" -v hz="$hz" -v d="$(seconds "$pair_duration")" \
+		'{ printf "%.0f\n", ($14 + $15 - t0) / (hz * d) * 100 }' "/proc/$p1/stat")
+	t2=$(awk -v t0="$t2" -v hz="$hz" -v d="$(seconds "$pair_duration")" \
+		'{ printf "%.0f\n", ($14 + $15 - t0) / (hz * d) * 100 }' "/proc/$p2/stat")
+	if ! l1=$(parse "$work/pair1.wrk") || ! l2=$(parse "$work/pair2.wrk"); then
+		echo "bench: pair $x / $y: bad wrk run:" >&2
+		cat "$work/pair1.wrk" "$work/pair2.wrk" >&2
+		exit 1
+	fi
+	# Each must have served at least what its wrk counted.
+	server_pid=$p1 pair_pids=$p2
+	stop_server "$first"
+	if ! [[ $served =~ ^[0-9]+$ ]] || ((served < ${l1##* })); then
+		echo "bench: $first served ${served:-?} requests, wrk counted ${l1##* }" >&2
+		exit 1
+	fi
+	server_pid=$p2 pair_pids=
+	stop_server "$second"
+	if ! [[ $served =~ ^[0-9]+$ ]] || ((served < ${l2##* })); then
+		echo "bench: $second served ${served:-?} requests, wrk counted ${l2##* }" >&2
+		exit 1
+	fi
+	rx="${l1%% *} $t1" ry="${l2%% *} $t2"
+	if (($3)); then rx="${l2%% *} $t2" ry="${l1%% *} $t1"; fi
+	pair_results+="$x $y $rx $ry"$'\n'
+}
+
+# The pairs of the cases run, the target's first.
+pair_list() {
+	local -a want=("keel_full bare_mhd" "keel_bare bare_mhd" "keel_full keel_bare" "keel_full go")
+	local w
+	for w in "${want[@]}"; do
+		if [[ " ${cases[*]} " == *" ${w% *} "* && " ${cases[*]} " == *" ${w#* } "* ]]; then
+			echo "$w"
+		fi
+	done
+}
+
 # --- run ---------------------------------------------------------------------
 cgroup_setup
 # Server by server, each loaded the same way, so that both sides of a ratio
@@ -448,6 +589,17 @@ for ((r = 0; r < rounds; r++)); do
 	done
 done
 
+pair_results=
+if ((pairs > 0)); then
+	while read -r x y; do
+		[[ -n $x ]] || continue
+		for ((r = 0; r < pairs; r++)); do
+			echo "bench: pair $x / $y, round $((r + 1)) of $pairs" >&2
+			pair_round "$x" "$y" $((r % 2))
+		done
+	done < <(pair_list)
+fi
+
 table() {
 	echo "keel HTTP benchmark, $stamp"
 	echo "machine:  $(nproc) CPUs, ${cpu:-$(uname -m)}, Linux $(uname -r)"
@@ -466,8 +618,13 @@ table() {
 	else
 		echo "budget:   none: the servers may use all CPUs on /hello too"
 	fi
+	if ((pairs > 0)); then
+		echo "paired:   two servers at once on CPU $((ncpu - 1)), ${pair_budget}% of one CPU each, each"
+		echo "          loaded by its own wrk on CPU 0 for ${pair_duration} after a ${warmup} warm-up;"
+		echo "          $pairs rounds, which goes first swapped every round; the geometric mean"
+	fi
 	echo
-	awk -v all="$results" -v mixed="$mixed" '
+	awk -v all="$results" -v mixed="$mixed" -v pairs_all="$pair_results" '
 	function ratio(a, b, r) {
 		return ((a, r) in v && (b, r) in v && v[b, r] > 0) ? v[a, r] / v[b, r] : -1
 	}
@@ -568,6 +725,51 @@ table() {
 		printf fmt, "keel_full / keel_bare, hello", fx(eff("keel_full", "keel_bare")), "", ""
 		printf fmt, "keel_full / go, hello", fx(eff("keel_full", "go")), "", ""
 		printf fmt, "bare_mhd / go, hello", fx(eff("bare_mhd", "go")), "", ""
+		np = split(pairs_all, plines, "\n")
+		for (i = 1; i <= np; i++) {
+			if (split(plines[i], f, " ") < 6 || f[5] <= 0)
+				continue
+			key = f[1] " / " f[2]
+			if (!(key in pn))
+				porder[++npairs] = key
+			k = ++pn[key]
+			pr[key, k] = f[3] / f[5]
+			pcpu[key, k] = f[4] "/" f[6]
+		}
+		if (npairs > 0) {
+			print ""
+			printf fmt, "paired, hello (req/s over req/s)", "measured", "target", "result"
+			for (i = 1; i <= npairs; i++) {
+				key = porder[i]; m = pn[key]
+				# The geometric mean: with each server first in
+				# half the rounds, the advantage of going first
+				# (or second) cancels out of it exactly.
+				lsum = 0
+				for (j = 1; j <= m; j++) {
+					t = pr[key, j]
+					lsum += log(t)
+					if (j == 1 || t < lo) lo = t
+					if (j == 1 || t > hi) hi = t
+				}
+				x = exp(lsum / m)
+				range = sprintf("(rounds %.2f-%.2f)", lo, hi)
+				if (key == "keel_full / bare_mhd")
+					printf fmt, key, fx(x), ">= 0.9x", (x >= 0.9 ? "met " : "missed ") range
+				else
+					printf fmt, key, fx(x), "", range
+			}
+			# Each round: the ratio and the CPU of both servers, for the
+			# reader who wants to see the spread and the budgets used.
+			print ""
+			print "paired rounds: req/s ratio [CPU % of the first / the second]"
+			for (i = 1; i <= npairs; i++) {
+				key = porder[i]
+				line = sprintf("%-22s", key)
+				for (j = 1; j <= pn[key]; j++)
+					line = line sprintf(" %.2f[%s]", pr[key, j], pcpu[key, j])
+				print line
+			}
+		}
 		if (mixed == "0")
 			exit
 		print ""
