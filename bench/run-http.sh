@@ -202,7 +202,7 @@ server_cmd() {
 # the same budget: req/s is then the server's throughput on that much CPU.
 # The budget is a cgroup's CPU bandwidth (cgroup v1 cpu controller, or v2
 # cpu.max), 10 ms periods; it is lifted for /sleep and the mixed load.
-cg_dir= cg_kind= pair_cg=()
+cg_dir='' cg_kind='' pair_cg=()
 # cg_make NAME: a cgroup with the cpu controller, its path in $cg_made
 # (empty when there is none to be had).
 cg_make() {
