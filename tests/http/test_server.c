@@ -568,6 +568,23 @@ TEST(malformed_requests)
 	srv_done(s, rt);
 }
 
+/* req (n bytes) on a new connection gets the server's JSON 431 and the
+ * connection is closed after it. */
+static void expect_json_431(uint16_t port, const char *req, size_t n)
+{
+	static char buf[8192];
+	int closed;
+	json_t *o;
+
+	raw_exchange(port, req, n, buf, sizeof(buf), 3000, &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0);
+	CHECK(closed);
+	o = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
+	CHECK(o != NULL);
+	CHECK_INT(json_integer_value(json_object_get(o, "code")), ==, 431);
+	json_decref(o);
+}
+
 TEST(header_limit)
 {
 	struct keel_http_router *rt = std_router();
@@ -575,7 +592,6 @@ TEST(header_limit)
 	static char req[200000], buf[8192];
 	struct keel_http_stats st;
 	int closed, n;
-	json_t *o;
 
 	test_lg = cap_logger();
 	s = srv_start(rt, cfg_limits);
@@ -591,14 +607,7 @@ TEST(header_limit)
 	n = snprintf(req, sizeof(req),
 		     "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %03000d\r\n\r\n",
 		     0);
-	raw_exchange(keel_http_server_port(s), req, (size_t)n, buf, sizeof(buf),
-		     3000, &closed);
-	CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0);
-	CHECK(closed);
-	o = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
-	CHECK(o != NULL);
-	CHECK_INT(json_integer_value(json_object_get(o, "code")), ==, 431);
-	json_decref(o);
+	expect_json_431(keel_http_server_port(s), req, (size_t)n);
 	/* Far over it: libmicrohttpd's own answer (its buffer is full). */
 	n = snprintf(
 	    req, sizeof(req),
@@ -652,7 +661,6 @@ TEST(header_limit_default)
 	size_t n, each[] = { limit - HDR_BASE - HDR_CLOSE, 81 };
 	unsigned i;
 	int closed;
-	json_t *o;
 
 	test_lg = cap_logger();
 	s = srv_start(rt, cfg_cap);
@@ -667,14 +675,7 @@ TEST(header_limit_default)
 	/* A byte over: the standard 431. */
 	n = many_headers(req, sizeof(req), limit + 1 - HDR_BASE - HDR_CLOSE,
 			 limit + 1);
-	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
-		     &closed);
-	CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0);
-	CHECK(closed);
-	o = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
-	CHECK(o != NULL);
-	CHECK_INT(json_integer_value(json_object_get(o, "code")), ==, 431);
-	json_decref(o);
+	expect_json_431(keel_http_server_port(s), req, n);
 	/* 254 headers of 32 bytes, under the limit: libmicrohttpd's 431. */
 	n = many_headers(req, sizeof(req), 32, limit);
 	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
