@@ -309,10 +309,13 @@ start_server() {
 	exit 1
 }
 
-# stop_server CASE: SIGTERM, then it must exit 0 within 15 s (keel and Go
-# wait up to 5 s for requests in flight) and say how many it served.
+# stop_server CASE COUNTED: SIGTERM, then it must exit 0 within 15 s (keel
+# and Go wait up to 5 s for requests in flight) and say it served at least
+# the COUNTED requests wrk counted as done (wrk's totals leave out the
+# warm-ups and the requests cut at the end), so that no figure can come
+# from a server that did nothing.
 stop_server() {
-	local c=$1 i st=0
+	local c=$1 i st=0 served
 	kill -TERM "$server_pid"
 	for ((i = 0; i < 300; i++)); do
 		kill -0 "$server_pid" 2>/dev/null || break
@@ -333,6 +336,10 @@ stop_server() {
 		exit 1
 	fi
 	served=$(awk '$1 == "served" { print $2 }' "$work/$c.err")
+	if ! [[ $served =~ ^[0-9]+$ ]] || ((served < $2)); then
+		echo "bench: $c served ${served:-?} requests, wrk counted $2" >&2
+		exit 1
+	fi
 }
 
 # wrk_run OUT CONNS PATH DURATION [THREADS]: one wrk run, its output in OUT.
@@ -390,8 +397,16 @@ busy_ticks() {
 	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
+# server_ticks [PID]: the CPU time of the server (or of PID) so far.
 server_ticks() {
-	awk '{ print $14 + $15 }' "/proc/$server_pid/stat"
+	awk '{ print $14 + $15 }' "/proc/${1:-$server_pid}/stat"
+}
+
+# cpu_share PID TICKS0 DURATION: PID's CPU time since TICKS0 over DURATION
+# (wrk's form), in percent of one CPU.
+cpu_share() {
+	awk -v t0="$2" -v hz="$hz" -v d="$(seconds "$3")" \
+		'{ printf "%.0f\n", ($14 + $15 - t0) / (hz * d) * 100 }' "/proc/$1/stat"
 }
 
 # The user + system time of this shell's waited-for children (wrk), in
@@ -508,8 +523,7 @@ pair_round() {
 	p2=$server_pid port2=$port
 	pair_pids="$p1 $p2" server_pid=
 	for d in "$warmup" "$pair_duration"; do
-		t1=$(awk '{ print $14 + $15 }' "/proc/$p1/stat")
-		t2=$(awk '{ print $14 + $15 }' "/proc/$p2/stat")
+		t1=$(server_ticks "$p1") t2=$(server_ticks "$p2")
 		pair_wrk "$work/pair1.wrk" "$port1" "$d" & w1=$!
 		pair_wrk "$work/pair2.wrk" "$port2" "$d" & w2=$!
 		bad=0
@@ -519,28 +533,17 @@ pair_round() {
 	done
 	# Each server's CPU over the measured run, percent of one CPU: at its
 	# budget when the server, not its wrk, is what ran out.
-	t1=$(awk -v t0="$t1" -v hz="$hz" -v d="$(seconds "$pair_duration")" \
-		'{ printf "%.0f\n", ($14 + $15 - t0) / (hz * d) * 100 }' "/proc/$p1/stat")
-	t2=$(awk -v t0="$t2" -v hz="$hz" -v d="$(seconds "$pair_duration")" \
-		'{ printf "%.0f\n", ($14 + $15 - t0) / (hz * d) * 100 }' "/proc/$p2/stat")
+	t1=$(cpu_share "$p1" "$t1" "$pair_duration")
+	t2=$(cpu_share "$p2" "$t2" "$pair_duration")
 	if ! l1=$(parse "$work/pair1.wrk") || ! l2=$(parse "$work/pair2.wrk"); then
 		echo "bench: pair $x / $y: bad wrk run:" >&2
 		cat "$work/pair1.wrk" "$work/pair2.wrk" >&2
 		exit 1
 	fi
-	# Each must have served at least what its wrk counted.
 	server_pid=$p1 pair_pids=$p2
-	stop_server "$first"
-	if ! [[ $served =~ ^[0-9]+$ ]] || ((served < ${l1##* })); then
-		echo "bench: $first served ${served:-?} requests, wrk counted ${l1##* }" >&2
-		exit 1
-	fi
+	stop_server "$first" "${l1##* }"
 	server_pid=$p2 pair_pids=
-	stop_server "$second"
-	if ! [[ $served =~ ^[0-9]+$ ]] || ((served < ${l2##* })); then
-		echo "bench: $second served ${served:-?} requests, wrk counted ${l2##* }" >&2
-		exit 1
-	fi
+	stop_server "$second" "${l2##* }"
 	rx="${l1%% *} $t1" ry="${l2%% *} $t2"
 	if (($3)); then rx="${l2%% *} $t2" ry="${l1%% *} $t1"; fi
 	pair_results+="$x $y $rx $ry"$'\n'
@@ -578,14 +581,7 @@ for ((r = 0; r < rounds; r++)); do
 		if [[ $mixed != 0 ]]; then
 			measure_mixed "$c"
 		fi
-		stop_server "$c"
-		# A server must have answered at least what wrk counted as done
-		# (wrk's totals leave out the warm-ups and the requests cut at
-		# the end), so no row can come from a server that did nothing.
-		if ! [[ $served =~ ^[0-9]+$ ]] || ((served < total)); then
-			echo "bench: $c served ${served:-?} requests, wrk counted $total" >&2
-			exit 1
-		fi
+		stop_server "$c" "$total"
 	done
 done
 
