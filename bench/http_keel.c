@@ -145,26 +145,25 @@ static void release(void)
  * the full chain's order), to tell what each one costs; unset: all four. */
 static int use_chain(const char *only)
 {
-	static const struct {
+	/* ud: recover and access_log take the logger, trace its defaults,
+	 * metrics its collector. */
+	const struct {
 		const char *name;
 		keel_http_middleware_fn fn;
+		void *ud;
 	} mws[] = {
-		{ "recover", keel_http_mw_recover },
-		{ "trace", keel_http_mw_trace },
-		{ "access_log", keel_http_mw_access_log },
-		{ "metrics", keel_http_mw_metrics },
+		{ "recover", keel_http_mw_recover, b.access },
+		{ "trace", keel_http_mw_trace, NULL },
+		{ "access_log", keel_http_mw_access_log, b.access },
+		{ "metrics", keel_http_mw_metrics, b.hm },
 	};
 	size_t i;
 	int err;
 
 	for (i = 0; i < sizeof(mws) / sizeof(mws[0]); i++) {
-		/* recover and access_log: the logger; trace: its defaults;
-		 * metrics: its collector */
-		void *ud = i == 1 ? NULL : i == 3 ? (void *)b.hm : (void *)b.access;
-
 		if (only != NULL && strstr(only, mws[i].name) == NULL)
 			continue;
-		if ((err = keel_http_use(b.srv, mws[i].fn, ud)) != 0)
+		if ((err = keel_http_use(b.srv, mws[i].fn, mws[i].ud)) != 0)
 			return err;
 	}
 	return 0;

@@ -244,7 +244,10 @@ cgroup_setup() {
 	if [[ -z ${pair_cg[0]} || -z ${pair_cg[1]} ]]; then
 		echo "bench: no paired runs: they need root and the cgroup cpu controller" >&2
 		pairs=0
+		return 0
 	fi
+	cg_limit "${pair_cg[0]}" "$pair_budget"
+	cg_limit "${pair_cg[1]}" "$pair_budget"
 }
 
 # cg_limit DIR PERCENT: the budget of the processes in DIR (0: none).
@@ -343,8 +346,11 @@ stop_server() {
 }
 
 # wrk_run OUT CONNS PATH DURATION [THREADS]: one wrk run, its output in OUT.
+# With $wrk_cpu set, wrk runs on that CPU only (the paired runs).
 wrk_run() {
-	if ! wrk -t"${5:-$threads}" -c"$2" -d"$4" --timeout "$timeout" --latency \
+	local -a pin=()
+	[[ -n ${wrk_cpu-} ]] && pin=(taskset -c "$wrk_cpu")
+	if ! "${pin[@]}" wrk -t"${5:-$threads}" -c"$2" -d"$4" --timeout "$timeout" --latency \
 		"http://127.0.0.1:$port$3" >"$1" 2>&1; then
 		echo "bench: wrk failed:" >&2
 		cat "$1" >&2
@@ -496,14 +502,9 @@ measure_mixed() {
 }
 
 # --- paired runs -------------------------------------------------------------
-# pair_wrk OUT PORT DURATION: wrk on /hello of PORT, on the load CPU.
+# pair_wrk OUT PORT DURATION: one wrk thread on /hello of PORT, on CPU 0.
 pair_wrk() {
-	if ! taskset -c 0 wrk -t1 -c"$conns" -d"$3" --timeout "$timeout" --latency \
-		"http://127.0.0.1:$2/hello" >"$1" 2>&1; then
-		echo "bench: wrk failed:" >&2
-		cat "$1" >&2
-		return 1
-	fi
+	port=$2 wrk_cpu=0 wrk_run "$1" "$conns" /hello "$3" 1
 }
 
 # pair_round X Y SWAP: X and Y at once (Y started first when SWAP is 1),
@@ -514,8 +515,6 @@ pair_round() {
 	local x=$1 y=$2 first=$1 second=$2 srv_cpu=$((ncpu - 1))
 	local p1 p2 port1 port2 w1 w2 l1 l2 rx ry d bad t1 t2
 	if (($3)); then first=$2 second=$1; fi
-	cg_limit "${pair_cg[0]}" "$pair_budget"
-	cg_limit "${pair_cg[1]}" "$pair_budget"
 	start_server "$first" "${pair_cg[0]}" "$srv_cpu"
 	p1=$server_pid port1=$port
 	pair_pids=$p1 server_pid=
