@@ -694,6 +694,10 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 
 	keel_store_config_init(&stc);
 	stc.sync_full = strcmp(d->o.sync, "full") == 0;
+	/* A node paused inside a transaction (SIGSTOP, a frozen VM) loses
+	 * its session, and the locks that would hold a takeover off, when
+	 * its lease would have run out anyway. */
+	stc.idle_timeout = d->o.lease_ttl;
 	if (d->o.store != NULL) {
 		rc = keel_store_pg_open(d->o.store, &stc, &d->store, err,
 					sizeof(err));

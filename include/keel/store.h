@@ -68,6 +68,15 @@ struct keel_store_config {
 	 * machine loses power. */
 	int sync_full;
 	int64_t busy_timeout; /* ns to wait for a lock; default 5 s */
+	/* PostgreSQL: ns a transaction of the store may sit idle between
+	 * two of its statements before the server ends the session, and
+	 * with it the transaction and its locks (the server's
+	 * idle_in_transaction_session_timeout); default 5 s, 0 = never.
+	 * The store's own transactions never wait between statements: only
+	 * a process that is paused in one (SIGSTOP, a frozen VM) does, and
+	 * its locks would otherwise hold everyone else off until it wakes.
+	 * A keeld cluster node uses its lease ttl. SQLite ignores it. */
+	int64_t idle_timeout;
 };
 
 KEEL_API void keel_store_config_init(struct keel_store_config *cfg);
@@ -114,7 +123,9 @@ KEEL_API int keel_store_sqlite_open(const char *dir,
  * lock_timeout (a call waiting that long for a row another transaction
  * holds fails with -EBUSY, as do deadlocks and serialization failures);
  * sync_full sets synchronous_commit = on, else the server's setting
- * holds. err (may be NULL) gets the reason of a failed open (-EIO for a
+ * holds; idle_timeout is the session's idle_in_transaction_session_timeout
+ * (a call whose session the server ended meanwhile fails with -EIO).
+ * err (may be NULL) gets the reason of a failed open (-EIO for a
  * server that cannot be reached, -EPROTO, -EINVAL, -ENOMEM); it never
  * shows conninfo, which may hold a password. The connections' sockets are
  * close-on-exec; a child made by fork must not use the store.

@@ -368,6 +368,7 @@ void keel_store_config_init(struct keel_store_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->sync_full = 0;
 	cfg->busy_timeout = INT64_C(5000000000);
+	cfg->idle_timeout = INT64_C(5000000000);
 }
 
 void keel_store_job_clear(struct keel_store_job *j)

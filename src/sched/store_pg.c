@@ -499,6 +499,7 @@ struct pgs {
 	char *conninfo;
 	char label[256]; /* "database 'x' on host:port", for messages */
 	long lock_timeout_ms;
+	long idle_timeout_ms; /* 0: never */
 	int sync_full;
 };
 
@@ -548,7 +549,8 @@ static int sqlstate_errno(const char *state)
  * The failure of a statement on c (res may be NULL: libpq could not even
  * make a result) as an errno, with the text kept for keel_store_errmsg. A
  * lost connection (no SQLSTATE, class 08, or the server ending the
- * session: 57P0x) is -EIO and marks c to be reset at its next use.
+ * session: 57P0x, and 25P03 for idle_timeout) is -EIO and marks c to be
+ * reset at its next use.
  */
 static int pg_fail(struct pgs *p, struct conn *c, const PGresult *res,
 		   const char *what)
@@ -564,7 +566,8 @@ static int pg_fail(struct pgs *p, struct conn *c, const PGresult *res,
 	flat(msg, sizeof(msg),
 	     primary != NULL ? primary : PQerrorMessage(c->pg));
 	if (PQstatus(c->pg) != CONNECTION_OK || state == NULL ||
-	    strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+	    strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+	    strcmp(state, "25P03") == 0) {
 		c->broken = 1;
 		keel__store_errf(&p->base,
 				 "postgresql: %s: connection to %s failed: %s",
@@ -667,17 +670,23 @@ static int simple(struct pgs *p, struct conn *c, const char *text,
  * settings made again. */
 static int conn_setup(struct pgs *p, struct conn *c)
 {
-	char text[128];
+	char text[192];
 
 	PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
 	memset(c->prepared, 0, sizeof(c->prepared));
 	c->broken = 0;
 	/* busy_timeout: how long a statement waits for a row another
-	 * transaction holds (-EBUSY after). sync_full: commits wait for the
-	 * WAL flush whatever the server's default; else the server's own
+	 * transaction holds (-EBUSY after). idle_timeout: how long the
+	 * server lets this session sit in a transaction waiting for its next
+	 * statement, which only a paused process does: ending the session
+	 * frees the rows it locked (a fenced transaction's lease row, which
+	 * a takeover needs). sync_full: commits wait for the WAL flush
+	 * whatever the server's default; else the server's own
 	 * synchronous_commit holds. */
-	snprintf(text, sizeof(text), "SET lock_timeout = %ld%s",
-		 p->lock_timeout_ms,
+	snprintf(text, sizeof(text),
+		 "SET lock_timeout = %ld; "
+		 "SET idle_in_transaction_session_timeout = %ld%s",
+		 p->lock_timeout_ms, p->idle_timeout_ms,
 		 p->sync_full ? "; SET synchronous_commit = on" : "");
 	return simple(p, c, text, "set up the session");
 }
@@ -2652,6 +2661,11 @@ int keel__store_pg_open_steps(const char *conninfo,
 	 * means "do not wait", the nearest being 1 ms. */
 	ms = cfg->busy_timeout / 1000000;
 	p->lock_timeout_ms = ms < 1 ? 1 : ms > INT_MAX ? INT_MAX : (long)ms;
+	/* Here 0 is "never"; a positive one under a millisecond is 1 ms. */
+	ms = cfg->idle_timeout <= 0 ? 0
+				    : cfg->idle_timeout / 1000000 +
+					      (cfg->idle_timeout % 1000000 != 0);
+	p->idle_timeout_ms = ms > INT_MAX ? INT_MAX : (long)ms;
 	p->sync_full = cfg->sync_full != 0;
 
 	rc = first_conn(p, &p->conns[0], err, errlen);

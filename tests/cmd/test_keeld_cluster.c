@@ -11,9 +11,11 @@
  *   failover        the leader SIGKILLed: another node leads with term + 1,
  *                   the dead node's run is rescued and its retry waits for
  *                   a node with the job's tag, then runs there.
- *   paused_leader   the leader SIGSTOPped past its lease: a new leader;
- *                   SIGCONT: the old one steps down; every tick of an
- *                   "@every 1s" job has exactly one first attempt.
+ *   paused_leader   the leader SIGSTOPped inside its tick's transaction
+ *                   (the lease row locked) past its lease: the server
+ *                   ends the session, a new leader; SIGCONT: the old one
+ *                   steps down; every tick of an "@every 1s" job has
+ *                   exactly one first attempt.
  *   fencing         a follower SIGSTOPped past rescue-after: its run is
  *                   rescued; SIGCONT: it stops the run, and its late result
  *                   changes nothing in the row.
@@ -804,12 +806,26 @@ TEST(failover)
  * 3. A paused leader
  * ======================================================================== */
 
+/* A fenced transaction (the leader's) waiting for a lock: a session that
+ * holds the lease row FOR SHARE (RowShareLock on the table; renewals and
+ * takeovers hold RowExclusiveLock) and waits. */
+static int fenced_waiting(void)
+{
+	return sql_int("SELECT count(*) FROM pg_stat_activity a WHERE "
+		       "a.datname = current_database() AND "
+		       "a.wait_event_type = 'Lock' AND EXISTS (SELECT 1 FROM "
+		       "pg_locks k WHERE k.pid = a.pid AND k.granted AND "
+		       "k.relation = 'lease'::regclass AND "
+		       "k.mode = 'RowShareLock')") > 0;
+}
+
 TEST(paused_leader)
 {
 	struct lease l, l2;
 	double t0, stopped;
 	long long resumed_at, first, last, n;
 	struct view v;
+	PGconn *lock;
 
 	need_server();
 	cl_open(&server, "paused");
@@ -828,8 +844,20 @@ TEST(paused_leader)
 	EXPECT(lease_get(&l) == 0 && strcmp(l.holder, "n1") == 0,
 	       "n1 does not lead");
 
+	/* Stopped where it hurts most: inside its tick pass's fenced
+	 * transaction, which keeps the lease row locked. The job's row held
+	 * (claims of an "allow" job leave it alone), n1's next tick waits to
+	 * move its last_tick; n1 stopped there and the row let go, its
+	 * session sits idle in the transaction until the server ends it
+	 * (keeld's idle timeout, the lease ttl). */
+	lock = pg_test_connect(cl.pg, cl.db);
+	pg_test_exec(lock, "BEGIN; SELECT 1 FROM jobs WHERE name = 'tick' "
+			   "FOR NO KEY UPDATE");
+	WAIT(WAIT_S, fenced_waiting(), "n1's tick never waited for the job");
 	t0 = keel_test_now();
 	kill(cl.node[0].pid, SIGSTOP);
+	pg_test_exec(lock, "COMMIT");
+	PQfinish(lock);
 	WAIT(WAIT_S, lease_get(&l2) == 0 && strcmp(l2.holder, "n2") == 0,
 	     "n2 never took the lease from the stopped n1");
 	printf("  n2 took over %.0f ms after SIGSTOP\n",

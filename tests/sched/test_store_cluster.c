@@ -14,7 +14,8 @@
  *              with term + 1, and the old term's ticks and rescue are
  *              refused (-ESTALE) and write nothing; a release lets the
  *              other take it at once; a fenced transaction holds a
- *              takeover off (PostgreSQL).
+ *              takeover off, until the server ends it when its process
+ *              is paused inside it (PostgreSQL).
  *   claims     8 claimers (4 threads x 2 handles) on 1000 queued runs:
  *              each claimed exactly once; tags, not_before (store clock),
  *              max, order; "forbid" and "replace" jobs never running
@@ -43,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -712,6 +715,92 @@ TEST(pg_takeover_waits_for_a_fenced_transaction)
 	PQfinish(db);
 	keel_store_close(b);
 	keel_store_close(a);
+	cleanup();
+}
+
+/*
+ * PostgreSQL: a leader paused inside its fenced transaction (stopped
+ * between two of its statements) would hold the lease row, and every
+ * takeover off, until it wakes; the server ends its session after
+ * idle_timeout instead, the takeover goes through, and the paused call
+ * fails with -EIO when it wakes, having written nothing.
+ */
+TEST(pg_a_paused_fenced_transaction_is_ended)
+{
+	struct keel_store_config cfg;
+	struct keel_store *b;
+	struct keel_store_lease l;
+	PGconn *db;
+	pid_t pid;
+	int status = 0, busy = 0;
+	double t0;
+
+	setup(PG);
+	keel_store_config_init(&cfg);
+	cfg.busy_timeout = INT64_C(200000000); /* 200 ms */
+	cfg.idle_timeout = INT64_C(2000000000); /* 2 s */
+	b = open_cfg(&cfg);
+	put_job(b, "j", "");
+	/* The runs table held: the leader's tick, once fenced, waits in
+	 * its INSERT, where the test can stop it. */
+	db = pg_test_connect(&server, dbname);
+	pg_test_exec(db, "BEGIN");
+	pg_test_exec(db, "LOCK TABLE runs IN SHARE MODE");
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct keel_store *a = open_cfg(&cfg);
+		struct keel_store_lease la = wait_lease(a, "a", 300);
+		int rc = queue_runs_term(a, la.term, "j", 1, 60, 0, NULL);
+
+		if (rc != -EIO)
+			fprintf(stderr, "the paused tick: %d (%s)\n", rc,
+				keel_store_errmsg(a));
+		_exit(rc == -EIO ? 0 : 1);
+	}
+	t0 = keel_test_now();
+	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted "
+		       "AND relation = 'runs'::regclass") == 0) {
+		if (keel_test_now() - t0 > 10) {
+			kill(pid, SIGKILL);
+			KEEL_TEST_FAIL("the fenced tick never waited for the "
+				       "runs table");
+		}
+		sleep_ms(10);
+	}
+	kill(pid, SIGSTOP);
+	/* Its INSERT ends; its transaction stays open, the lease row
+	 * locked, the process asleep. */
+	pg_test_exec(db, "COMMIT");
+	t0 = keel_test_now();
+	sleep_ms(400); /* the 300 ms lease has expired */
+	for (;;) {
+		int rc = keel_store_lease_acquire(b, "b", 300, &l);
+
+		if (rc == 0 && strcmp(l.holder, "b") == 0)
+			break;
+		if (rc == -EBUSY)
+			busy++;
+		else
+			CHECK_INT(rc, ==, 0);
+		if (keel_test_now() - t0 > 15) {
+			kill(pid, SIGKILL);
+			KEEL_TEST_FAIL("b never took the lease held by a paused "
+				       "transaction (%d tries busy)", busy);
+		}
+	}
+	printf("  b took the lease %.0f ms after the pause (%d tries "
+	       "busy)\n",
+	       (keel_test_now() - t0) * 1e3, busy);
+	/* The transaction held it off until the server ended it. */
+	CHECK_INT(busy, >, 0);
+	CHECK_INT(l.term, ==, 2);
+	kill(pid, SIGCONT);
+	CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_INT(raw_int("SELECT count(*) FROM runs"), ==, 0);
+	PQfinish(db);
+	keel_store_close(b);
 	cleanup();
 }
 
