@@ -2003,9 +2003,16 @@ static void beat_once(struct keel_sched *s)
 	}
 	if (lrc != 0 || brc != 0 || (rrc != 0 && rrc != -ESTALE)) {
 		if (s->store_failing_since == 0) {
+			int rc = lrc != 0 ? lrc : brc != 0 ? brc : rrc;
+
+			/* A lock held too long is not an outage. */
 			keel_log_error(s->log, MOD,
-				       "cannot beat: the store is unreachable; "
-				       "runs go on, results are kept",
+				       rc == -EBUSY
+					       ? "cannot beat: the store is busy; "
+						 "runs go on, results are kept"
+					       : "cannot beat: the store is "
+						 "unreachable; runs go on, "
+						 "results are kept",
 				       KEEL_STR("store", keel_store_errmsg(st)));
 			__atomic_store_n(&s->store_failing_since, mono,
 					 __ATOMIC_RELEASE);
