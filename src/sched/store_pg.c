@@ -365,7 +365,11 @@ static const char *const sql[N_SID] = {
 	 * WHERE on the latest version, so of nodes asking at once one wins
 	 * and the others see its row. A node that did not win reads the
 	 * lease with S_LEASE_GET (a new snapshot: this statement's may
-	 * predate the winner's commit).
+	 * predate the winner's commit). The update reads the clock once it
+	 * holds the row, not at the statement's start: a call that waited
+	 * for the lock behind another (the same node's, or a takeover)
+	 * would otherwise renew from a moment before that one's, moving the
+	 * expiry back or starting a term before the last one ended.
 	 */
 	[S_LEASE_TAKE] = "WITH t AS (SELECT " NOW_MS " AS now) "
 			 "INSERT INTO lease AS l (id, holder, term, expires_at) "
@@ -373,12 +377,11 @@ static const char *const sql[N_SID] = {
 			 "ON CONFLICT (id) DO UPDATE SET term = CASE WHEN "
 			 "l.holder = EXCLUDED.holder THEN l.term ELSE "
 			 "l.term + 1 END, holder = EXCLUDED.holder, "
-			 "expires_at = EXCLUDED.expires_at WHERE l.holder = "
+			 "expires_at = " NOW_MS " + $2::bigint WHERE l.holder = "
 			 "EXCLUDED.holder OR l.holder = '' OR l.expires_at <= "
-			 "(SELECT now FROM t) RETURNING holder, term, "
-			 /* the now the expiry was made from: t read again
-			  * (RETURNING's subquery) may be a ms later */
-			 "expires_at, expires_at - $2::bigint",
+			 NOW_MS " RETURNING holder, term, expires_at, "
+			 /* the now the expiry was made from */
+			 "expires_at - $2::bigint",
 	[S_LEASE_GET] = "SELECT holder, term, expires_at, " NOW_MS " FROM lease "
 			"WHERE id = 1",
 	[S_LEASE_RELEASE] = "UPDATE lease SET holder = '', expires_at = " NOW_MS

@@ -718,6 +718,59 @@ TEST(pg_takeover_waits_for_a_fenced_transaction)
 	cleanup();
 }
 
+struct renewal {
+	struct keel_store *st;
+	struct keel_store_lease l;
+	int rc;
+};
+
+static void *renew_thread(void *arg)
+{
+	struct renewal *w = arg;
+
+	w->rc = keel_store_lease_acquire(w->st, "a", 300, &w->l);
+	return NULL;
+}
+
+/* PostgreSQL: a renewal that waited for the lease row (behind another
+ * call, here a transaction of the test's) renews from the moment it got
+ * it, not from when it was sent: its expiry never moves back, and a term
+ * never starts before the last one's end. */
+TEST(pg_a_renewal_that_waited_counts_from_when_it_got_the_row)
+{
+	struct keel_store *a;
+	struct keel_store_lease l;
+	struct renewal w;
+	pthread_t th;
+	PGconn *db;
+	long long before;
+
+	setup(PG);
+	a = open_cfg(NULL);
+	l = wait_lease(a, "a", 300);
+	db = pg_test_connect(&server, dbname);
+	pg_test_exec(db, "BEGIN");
+	pg_test_exec(db, "SELECT 1 FROM lease WHERE id = 1 FOR UPDATE");
+	memset(&w, 0, sizeof(w));
+	w.st = a;
+	CHECK_INT(pthread_create(&th, NULL, renew_thread, &w), ==, 0);
+	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+		sleep_ms(5);
+	sleep_ms(100);
+	before = raw_int("SELECT (floor(extract(epoch FROM "
+			 "clock_timestamp()) * 1000))::bigint");
+	pg_test_exec(db, "COMMIT");
+	CHECK_INT(pthread_join(th, NULL), ==, 0);
+	CHECK_INT(w.rc, ==, 0);
+	CHECK_STR(w.l.holder, "a");
+	CHECK_INT(w.l.term, ==, l.term);
+	CHECK_INT(w.l.now, >=, before);
+	CHECK_INT(w.l.expires_at, ==, w.l.now + 300);
+	PQfinish(db);
+	keel_store_close(a);
+	cleanup();
+}
+
 /*
  * PostgreSQL: a leader paused inside its fenced transaction (stopped
  * between two of its statements) would hold the lease row, and every
