@@ -48,6 +48,7 @@ struct opts {
 	size_t n_tags;
 	int workers;
 	int http_threads;
+	int max_header; /* bytes of a request line and headers */
 	int64_t drain_timeout;
 	int64_t missed_after;
 	int64_t lease_ttl, heartbeat, rescue_after;
@@ -80,6 +81,11 @@ static void usage(FILE *f)
 	      "  --workers N             runs at once (KEELD_WORKERS, default 16)\n"
 	      "  --http-threads N        HTTP event threads (KEELD_HTTP_THREADS, "
 	      "default 1)\n"
+	      "  --max-header-size N     bytes of a request's line and headers, "
+	      "1024..1048576;\n"
+	      "                          more is refused with 431 "
+	      "(KEELD_MAX_HEADER_SIZE,\n"
+	      "                          default 8192)\n"
 	      "  --node-id NAME          this node's name, stamped on its runs\n"
 	      "                          (KEELD_NODE_ID, default HOST:PORT; "
 	      "alias --node)\n"
@@ -206,6 +212,7 @@ enum {
 	O_LISTEN = 256, O_DATA, O_JOBS, O_TOKEN, O_TOKEN_FILE, O_WORKERS,
 	O_HTTP_THREADS, O_NODE, O_DRAIN, O_MISSED, O_SYNC, O_LEVEL, O_FORMAT,
 	O_DEMO, O_HELP, O_VERSION, O_STORE, O_TAGS, O_LEASE, O_BEAT, O_RESCUE,
+	O_MAX_HEADER,
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -218,6 +225,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "token-file", required_argument, NULL, O_TOKEN_FILE },
 		{ "workers", required_argument, NULL, O_WORKERS },
 		{ "http-threads", required_argument, NULL, O_HTTP_THREADS },
+		{ "max-header-size", required_argument, NULL, O_MAX_HEADER },
 		{ "node", required_argument, NULL, O_NODE },
 		{ "node-id", required_argument, NULL, O_NODE },
 		{ "store", required_argument, NULL, O_STORE },
@@ -237,6 +245,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	};
 	const char *workers = env_or("KEELD_WORKERS", "16");
 	const char *threads = env_or("KEELD_HTTP_THREADS", "1");
+	const char *header = env_or("KEELD_MAX_HEADER_SIZE", "8192");
 	const char *drain = env_or("KEELD_DRAIN_TIMEOUT", "30s");
 	const char *missed = env_or("KEELD_MISSED_AFTER", "10s");
 	const char *lease = env_or("KEELD_LEASE_TTL", "3s");
@@ -266,6 +275,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_TOKEN_FILE: o->token_file = optarg; break;
 		case O_WORKERS: workers = optarg; break;
 		case O_HTTP_THREADS: threads = optarg; break;
+		case O_MAX_HEADER: header = optarg; break;
 		case O_NODE: o->node = optarg; break;
 		case O_DRAIN: drain = optarg; break;
 		case O_MISSED: missed = optarg; break;
@@ -294,6 +304,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (parse_int("--workers", workers, 1, 1024, &o->workers) != 0 ||
 	    parse_int("--http-threads", threads, 1, 64, &o->http_threads) != 0 ||
+	    parse_int("--max-header-size", header, 1024, 1024 * 1024,
+		      &o->max_header) != 0 ||
 	    parse_dur("--drain-timeout", drain, 0, 24 * 3600 * KEEL_SEC,
 		      &o->drain_timeout) != 0 ||
 	    parse_dur("--missed-after", missed, KEEL_SEC, 24 * 3600 * KEEL_SEC,
@@ -766,6 +778,7 @@ static int start(struct daemon *d, keeld_setup_fn setup, void *ud)
 	hc.port = port;
 	hc.router = d->router;
 	hc.threads = (unsigned)d->o.http_threads;
+	hc.max_header_size = (size_t)d->o.max_header;
 	hc.logger = d->log;
 	if (keel_http_server_new(&hc, &d->http) != 0 ||
 	    keel_http_metrics_new(d->metrics, &d->http_metrics) != 0)

@@ -1309,6 +1309,78 @@ TEST(token_from_environment_and_file)
 	down(&k);
 }
 
+/* GET /healthz with a Cookie header of n bytes of value: its status. */
+static long big_cookie_status(const struct keeld_proc *k, size_t n,
+			      struct hres *r)
+{
+	static char cookie[32 * 1024];
+	const char *hdrs[] = { cookie, NULL };
+	int len = snprintf(cookie, sizeof(cookie), "Cookie: s=");
+
+	CHECK(n + (size_t)len < sizeof(cookie));
+	memset(cookie + len, 'a', n);
+	cookie[(size_t)len + n] = '\0';
+	http_req((uint16_t)k->port, "GET", "/healthz", NULL, hdrs, r);
+	CHECK_INT(r->rc, ==, CURLE_OK);
+	return r->status;
+}
+
+/* The request-size limit: 8 KiB by default, so a browser's 8,500-byte
+ * cookie gets the JSON 431; --max-header-size (or its variable) raises
+ * it; a value out of range stops keeld before it writes anything. */
+TEST(max_header_size_option)
+{
+	static const char *const bad[] = { "1023", "1048577", "8k", "", "-1" };
+	const char *args[] = { "--max-header-size", "16384", NULL };
+	const char *env[] = { "KEELD_MAX_HEADER_SIZE=12000", NULL };
+	/* keeld's settings, and cookies just under and over each */
+	const struct {
+		const char *const *args, *const *env;
+		size_t under, over;
+	} c[] = {
+		{ NULL, NULL, 8000, 8500 },
+		{ args, NULL, 16200, 16700 },
+		{ NULL, env, 11800, 12300 },
+	};
+	struct keeld_proc k;
+	struct hres r;
+
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		keeld_proc_init(&k);
+		k.env = c[i].env;
+		keeld_proc_start_ok(&k, c[i].args);
+		CHECK_INT(big_cookie_status(&k, c[i].under, &r), ==, 200);
+		hres_free(&r);
+		CHECK_INT(big_cookie_status(&k, c[i].over, &r), ==, 431);
+		json_decref(check_error_body(&r, 431));
+		hres_free(&r);
+		down(&k);
+	}
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *a[] = { "--max-header-size", bad[i], NULL };
+		struct dirent *e;
+		DIR *d;
+		char *log;
+		int n = 0;
+
+		keeld_proc_init(&k);
+		CHECK_INT(keeld_proc_start(&k, a, 0), ==, -ECHILD);
+		CHECK_INT(k.code, ==, 2);
+		log = keeld_proc_log(&k);
+		CHECK_CONTAINS(log, "keeld: --max-header-size: '");
+		CHECK_CONTAINS(log, "is not an integer 1024..1048576");
+		free(log);
+		d = opendir(k.data_dir);
+		CHECK(d != NULL);
+		while ((e = readdir(d)) != NULL)
+			n += e->d_name[0] != '.';
+		closedir(d);
+		CHECK_INT(n, ==, 0);
+		keeld_proc_cleanup(&k);
+	}
+}
+
 /* ---- the process ----------------------------------------------------------- */
 
 TEST(sigterm_exits_zero)

@@ -647,10 +647,23 @@ static size_t many_headers(char *req, size_t cap, size_t each, size_t upto)
 	return len;
 }
 
+/* A request with one header, name, whose value takes it to upto bytes as
+ * the server counts them (with many_headers' base). */
+static size_t one_header(char *req, size_t cap, const char *name, size_t upto)
+{
+	size_t value = upto - HDR_BASE - HDR_CLOSE - strlen(name) - 4;
+	int n = snprintf(req, cap, "GET /hello HTTP/1.1\r\nHost: x\r\n%s: %0*d"
+				   "\r\nConnection: close\r\n\r\n",
+			 name, (int)value, 0);
+
+	CHECK(n > 0 && (size_t)n < cap);
+	return (size_t)n;
+}
+
 /* The default limit (8 KiB) in the pool the server gives libmicrohttpd
- * for it: requests up to the limit are served, in one big header or in a
- * hundred (Apache's and Tomcat's limit on their number); over it, the
- * standard 431. Hundreds of small headers do not fit in the pool with
+ * for it: requests up to the limit are served, in one big header (a
+ * cookie too) or in a hundred (Apache's and Tomcat's limit on their
+ * number); over it, the standard 431. Hundreds of small headers do not fit in the pool with
  * their list: libmicrohttpd's own 431. */
 TEST(header_limit_default)
 {
@@ -675,6 +688,14 @@ TEST(header_limit_default)
 	/* A byte over: the standard 431. */
 	n = many_headers(req, sizeof(req), limit + 1 - HDR_BASE - HDR_CLOSE,
 			 limit + 1);
+	expect_json_431(keel_http_server_port(s), req, n);
+	/* The same with a cookie, which libmicrohttpd also copies into the
+	 * pool to parse it. */
+	n = one_header(req, sizeof(req), "Cookie", limit);
+	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
+		     &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	n = one_header(req, sizeof(req), "Cookie", limit + 1);
 	expect_json_431(keel_http_server_port(s), req, n);
 	/* 254 headers of 32 bytes, under the limit: libmicrohttpd's 431. */
 	n = many_headers(req, sizeof(req), 32, limit);
