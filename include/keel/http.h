@@ -150,7 +150,8 @@ struct keel_http_config {
 				   * (slow clients included); default 30 s */
 	size_t max_header_size;   /* request line + headers; default 8 KiB;
 				   * over it: 431 (far over it, libmicrohttpd's
-				   * own answer: see docs/http.md) */
+				   * own answer: see docs/http.md); each
+				   * connection holds twice this + 2 KiB */
 	size_t max_body_size;     /* default 1 MiB; over it: 413 */
 	/* HTTPS when both are set: PEM text (not paths). */
 	const char *tls_cert_pem;
