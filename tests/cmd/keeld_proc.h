@@ -52,6 +52,7 @@
 #define _GNU_SOURCE
 #include "keel_test.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -114,6 +115,23 @@ static inline void keeld_proc_init(struct keeld_proc *k)
 	snprintf(k->data_dir, sizeof(k->data_dir), "%s/data", k->dir);
 	if (mkdir(k->data_dir, 0700) != 0)
 		KEEL_TEST_FAIL("mkdir %s: %s", k->data_dir, strerror(errno));
+}
+
+/* 1 when k's data directory holds nothing (keeld refused to start
+ * without writing), else 0. */
+static inline int keeld_proc_data_empty(const struct keeld_proc *k)
+{
+	DIR *d = opendir(k->data_dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n == 0;
 }
 
 /* Writes text to k->dir/name (a jobs file, a token file) and returns the

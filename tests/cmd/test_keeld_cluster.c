@@ -47,7 +47,6 @@
 #include "sched/pg_server.h"
 #include "sched/pg_test.h"
 
-#include <dirent.h>
 #include <keel/store.h>
 #include <libpq-fe.h>
 
@@ -1325,21 +1324,6 @@ TEST(pg_outage)
  * 9. Bad input
  * ======================================================================== */
 
-static int dir_empty(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	int n = 0;
-
-	if (d == NULL)
-		return 0;
-	while ((e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			n++;
-	closedir(d);
-	return n == 0;
-}
-
 /* keeld with args must exit with code (-1: any failure), saying want on its
  * first line, writing nothing to its data directory or to the database. */
 static void refused(const char *const *args, int code, const char *want)
@@ -1360,7 +1344,7 @@ static void refused(const char *const *args, int code, const char *want)
 	       "%s %s: the message \"%s\" does not say \"%s\"", args[0],
 	       args[1], log, want);
 	free(log);
-	EXPECT(dir_empty(k->data_dir), "%s %s: the data dir was written",
+	EXPECT(keeld_proc_data_empty(k), "%s %s: the data dir was written",
 	       args[0], args[1]);
 	EXPECT(cl.sql == NULL ||
 		   sql_int("SELECT count(*) FROM pg_tables WHERE schemaname = "
