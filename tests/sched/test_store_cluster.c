@@ -744,6 +744,7 @@ TEST(pg_a_renewal_that_waited_counts_from_when_it_got_the_row)
 	pthread_t th;
 	PGconn *db;
 	long long before;
+	double t0;
 
 	setup(PG);
 	a = open_cfg(NULL);
@@ -754,8 +755,12 @@ TEST(pg_a_renewal_that_waited_counts_from_when_it_got_the_row)
 	memset(&w, 0, sizeof(w));
 	w.st = a;
 	CHECK_INT(pthread_create(&th, NULL, renew_thread, &w), ==, 0);
-	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0)
+	t0 = keel_test_now();
+	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0) {
+		if (keel_test_now() - t0 > 10)
+			KEEL_TEST_FAIL("the renewal never waited for the row");
 		sleep_ms(5);
+	}
 	sleep_ms(100);
 	before = raw_int("SELECT (floor(extract(epoch FROM "
 			 "clock_timestamp()) * 1000))::bigint");
