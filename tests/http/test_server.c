@@ -568,6 +568,16 @@ TEST(malformed_requests)
 	srv_done(s, rt);
 }
 
+/* req (n bytes) on a new connection is answered 200. */
+static void expect_served(uint16_t port, const char *req, size_t n)
+{
+	static char buf[8192];
+	int closed;
+
+	raw_exchange(port, req, n, buf, sizeof(buf), 3000, &closed);
+	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+}
+
 /* req (n bytes) on a new connection gets the server's JSON 431 and the
  * connection is closed after it. */
 static void expect_json_431(uint16_t port, const char *req, size_t n)
@@ -600,9 +610,7 @@ TEST(header_limit)
 		     "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: "
 		     "%01900d\r\nConnection: close\r\n\r\n",
 		     0);
-	raw_exchange(keel_http_server_port(s), req, (size_t)n, buf, sizeof(buf),
-		     3000, &closed);
-	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	expect_served(keel_http_server_port(s), req, (size_t)n);
 	/* Over it, within what libmicrohttpd buffers: the standard 431. */
 	n = snprintf(req, sizeof(req),
 		     "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %03000d\r\n\r\n",
@@ -663,8 +671,8 @@ static size_t one_header(char *req, size_t cap, const char *name, size_t upto)
 /* The default limit (8 KiB) in the pool the server gives libmicrohttpd
  * for it: requests up to the limit are served, in one big header (a
  * cookie too) or in a hundred (Apache's and Tomcat's limit on their
- * number); over it, the standard 431. Hundreds of small headers do not fit in the pool with
- * their list: libmicrohttpd's own 431. */
+ * number); over it, the standard 431. Hundreds of small headers do not
+ * fit in the pool with their list: libmicrohttpd's own 431. */
 TEST(header_limit_default)
 {
 	struct keel_http_router *rt = std_router();
@@ -681,9 +689,7 @@ TEST(header_limit_default)
 	 * of 81 bytes (8,149 of it). */
 	for (i = 0; i < sizeof(each) / sizeof(each[0]); i++) {
 		n = many_headers(req, sizeof(req), each[i], limit);
-		raw_exchange(keel_http_server_port(s), req, n, buf,
-			     sizeof(buf), 3000, &closed);
-		CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+		expect_served(keel_http_server_port(s), req, n);
 	}
 	/* A byte over: the standard 431. */
 	n = many_headers(req, sizeof(req), limit + 1 - HDR_BASE - HDR_CLOSE,
@@ -692,9 +698,7 @@ TEST(header_limit_default)
 	/* The same with a cookie, which libmicrohttpd also copies into the
 	 * pool to parse it. */
 	n = one_header(req, sizeof(req), "Cookie", limit);
-	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
-		     &closed);
-	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	expect_served(keel_http_server_port(s), req, n);
 	n = one_header(req, sizeof(req), "Cookie", limit + 1);
 	expect_json_431(keel_http_server_port(s), req, n);
 	/* 254 headers of 32 bytes, under the limit: libmicrohttpd's 431. */
@@ -705,9 +709,7 @@ TEST(header_limit_default)
 	CHECK(closed);
 	/* The server is fine. */
 	n = many_headers(req, sizeof(req), 81, 1024);
-	raw_exchange(keel_http_server_port(s), req, n, buf, sizeof(buf), 3000,
-		     &closed);
-	CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	expect_served(keel_http_server_port(s), req, n);
 	srv_done(s, rt);
 }
 

@@ -718,6 +718,26 @@ TEST(pg_takeover_waits_for_a_fenced_transaction)
 	cleanup();
 }
 
+/* 1 once a session waits for a lock (of `relation`, NULL for any),
+ * within 10 s; else 0. */
+static int lock_wait_seen(const char *relation)
+{
+	char sql[256];
+	double t0 = keel_test_now();
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM pg_locks WHERE NOT granted%s%s%s",
+		 relation != NULL ? " AND relation = '" : "",
+		 relation != NULL ? relation : "",
+		 relation != NULL ? "'::regclass" : "");
+	while (raw_int(sql) == 0) {
+		if (keel_test_now() - t0 > 10)
+			return 0;
+		sleep_ms(5);
+	}
+	return 1;
+}
+
 struct renewal {
 	struct keel_store *st;
 	struct keel_store_lease l;
@@ -744,7 +764,6 @@ TEST(pg_a_renewal_that_waited_counts_from_when_it_got_the_row)
 	pthread_t th;
 	PGconn *db;
 	long long before;
-	double t0;
 
 	setup(PG);
 	a = open_cfg(NULL);
@@ -755,12 +774,8 @@ TEST(pg_a_renewal_that_waited_counts_from_when_it_got_the_row)
 	memset(&w, 0, sizeof(w));
 	w.st = a;
 	CHECK_INT(pthread_create(&th, NULL, renew_thread, &w), ==, 0);
-	t0 = keel_test_now();
-	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0) {
-		if (keel_test_now() - t0 > 10)
-			KEEL_TEST_FAIL("the renewal never waited for the row");
-		sleep_ms(5);
-	}
+	if (!lock_wait_seen(NULL))
+		KEEL_TEST_FAIL("the renewal never waited for the row");
 	sleep_ms(100);
 	before = raw_int("SELECT (floor(extract(epoch FROM "
 			 "clock_timestamp()) * 1000))::bigint");
@@ -816,15 +831,10 @@ TEST(pg_a_paused_fenced_transaction_is_ended)
 				keel_store_errmsg(a));
 		_exit(rc == -EIO ? 0 : 1);
 	}
-	t0 = keel_test_now();
-	while (raw_int("SELECT count(*) FROM pg_locks WHERE NOT granted "
-		       "AND relation = 'runs'::regclass") == 0) {
-		if (keel_test_now() - t0 > 10) {
-			kill(pid, SIGKILL);
-			KEEL_TEST_FAIL("the fenced tick never waited for the "
-				       "runs table");
-		}
-		sleep_ms(10);
+	if (!lock_wait_seen("runs")) {
+		kill(pid, SIGKILL);
+		KEEL_TEST_FAIL("the fenced tick never waited for the runs "
+			       "table");
 	}
 	kill(pid, SIGSTOP);
 	/* Its INSERT ends; its transaction stays open, the lease row
