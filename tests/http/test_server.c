@@ -105,6 +105,22 @@ static void h_slow(struct keel_http_req *rq, struct keel_http_resp *rs,
 			 keel_http_offloaded(rq) ? "pool" : "event");
 }
 
+/* Blocks until the case lets it go (held_release), 10 s at most: an
+ * offloaded handler that overruns a stop however slow the machine. */
+static int held_release;
+
+static void h_held(struct keel_http_req *rq, struct keel_http_resp *rs,
+		   void *ud)
+{
+	(void)ud;
+	for (int i = 0; i < 1000 && !__atomic_load_n(&held_release,
+						      __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(10 * 1000);
+	keel_http_printf(rs, "held %s",
+			 keel_http_offloaded(rq) ? "pool" : "event");
+}
+
 /* 8 MiB of body. */
 static void h_big(struct keel_http_req *rq, struct keel_http_resp *rs, void *ud)
 {
@@ -197,7 +213,7 @@ static struct keel_http_router *std_router(void)
 	CHECK_INT(keel_http_route(rt, "GET", "/slow", h_slow, (void *)300,
 				  KEEL_HTTP_BLOCKING),
 		  ==, 0);
-	CHECK_INT(keel_http_route(rt, "GET", "/slower", h_slow, (void *)1500,
+	CHECK_INT(keel_http_route(rt, "GET", "/held", h_held, NULL,
 				  KEEL_HTTP_BLOCKING),
 		  ==, 0);
 	CHECK_INT(keel_http_route(rt, "GET", "/big", h_big, NULL, 0), ==, 0);
@@ -1109,12 +1125,13 @@ TEST(stop_timeout_cuts_overrunning_handler)
 	struct bg_req slow;
 	double t0;
 
-	bg_start(&slow, keel_http_server_port(s), "/slower");
+	bg_start(&slow, keel_http_server_port(s), "/held");
 	wait_active(s, 1);
 	t0 = keel_test_now();
 	CHECK_INT(keel_http_server_stop(s, 200 * KEEL_MSEC), ==, -ETIMEDOUT);
 	CHECK(keel_test_now() - t0 < 1.4); /* did not wait for the handler */
 	CHECK_INT(keel_http_server_stop(s, KEEL_SEC), ==, -ETIMEDOUT);
+	__atomic_store_n(&held_release, 1, __ATOMIC_RELEASE);
 	pthread_join(slow.th, NULL);
 	CHECK(slow.r.rc != CURLE_OK); /* connection closed, no response */
 	hres_free(&slow.r);
